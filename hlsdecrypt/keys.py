@@ -1,0 +1,151 @@
+"""Key sources, and the chain that asks them in order, once per distinct key.
+
+A source answers ``lookup(ref)`` with a DataKey, ``None`` when the key is not its business
+(no KeyID, not in its file), or raises KeyUnavailable when it should have had the key but
+failed. The chain resolves keys on one background thread, in order of first use, so that a
+slow or rate-limited source works ahead of the decryptor instead of blocking it per segment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterable, Protocol
+
+from .crypto import DataKey
+from .errors import HlsDecryptError, KeyUnavailable, UsageError
+from .fetch import Fetcher
+from .playlist import KeyRef, Part
+
+log = logging.getLogger("hlsdecrypt")
+
+
+class KeySource(Protocol):
+    name: str
+
+    def lookup(self, ref: KeyRef) -> DataKey | None: ...
+
+
+class StaticKey:
+    """``--key HEX``: one key for every encrypted segment."""
+
+    name = "--key"
+
+    def __init__(self, key: DataKey):
+        self._key = key
+
+    def lookup(self, ref: KeyRef) -> DataKey | None:
+        return self._key
+
+
+class KeyFile:
+    """``--keys FILE``: a JSON object mapping KeyIDs or key URIs to 32 hex digits."""
+
+    def __init__(self, path: str):
+        self.name = f"--keys {path}"
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--keys {path}: cannot read a JSON object ({exc.__class__.__name__})") from None
+        if not isinstance(raw, dict):
+            raise UsageError(f"--keys {path}: want a JSON object of KeyID or key URI -> hex key")
+        self._keys: dict[str, DataKey] = {}
+        for name, value in raw.items():
+            try:
+                self._keys[name] = DataKey.from_hex(str(value))
+            except ValueError:
+                raise UsageError(f"--keys {path}: the value for {name!r} is not 32 hex digits") from None
+
+    def lookup(self, ref: KeyRef) -> DataKey | None:
+        for name in (ref.key_id, ref.uri, ref.resolved_uri):
+            if name and name in self._keys:
+                return self._keys[name]
+        return None
+
+
+class KeyUri:
+    """The key URI itself: an http(s) key server, or a key file next to a local playlist."""
+
+    name = "key URI"
+
+    def __init__(self, fetcher: Fetcher):
+        self._fetcher = fetcher
+
+    def lookup(self, ref: KeyRef) -> DataKey | None:
+        try:
+            data = bytes(self._fetcher.read(ref.resolved_uri))
+        except HlsDecryptError as exc:
+            raise KeyUnavailable(str(exc)) from None
+        if len(data) != 16:
+            raise KeyUnavailable(f"{ref.resolved_uri}: a key is 16 bytes, this one has {len(data)}")
+        return DataKey(data)
+
+
+class KeyChain:
+    """Asks each source in turn for each distinct key (by KeyID, else by key URI), once."""
+
+    def __init__(self, sources: Iterable[KeySource]):
+        self.sources = list(sources)
+        self._futures: dict[str, Future[DataKey]] = {}
+        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlsdecrypt-keys")
+        self.resolved: dict[str, tuple[KeyRef, DataKey, str]] = {}  # identity -> (ref, key, source)
+
+    def prefetch(self, parts: Iterable[Part]) -> None:
+        """Start resolving the keys of ``parts`` in order of first use."""
+        users: dict[str, list[Part]] = {}
+        for part in parts:
+            if part.key:
+                users.setdefault(part.key.identity, []).append(part)
+        for group in users.values():
+            self._future(group[0].key, group)
+
+    def get(self, ref: KeyRef) -> DataKey:
+        return self._future(ref, None).result()
+
+    def close(self) -> None:
+        for future in self._futures.values():
+            future.cancel()
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def _future(self, ref: KeyRef, users: list[Part] | None) -> Future[DataKey]:
+        with self._lock:
+            future = self._futures.get(ref.identity)
+            if future is None:
+                future = self._worker.submit(self._resolve, ref, users)
+                self._futures[ref.identity] = future
+            return future
+
+    def _resolve(self, ref: KeyRef, users: list[Part] | None) -> DataKey:
+        failures = []
+        for source in self.sources:
+            try:
+                key = source.lookup(ref)
+            except KeyUnavailable as exc:
+                failures.append(f"{source.name}: {exc}")
+                continue
+            if key is not None:
+                log.debug("%s: key from %s", ref.name, source.name)
+                self.resolved[ref.identity] = (ref, key, source.name)
+                return key
+        why = "; ".join(failures) or f"no source has it (tried {', '.join(s.name for s in self.sources) or 'none'})"
+        needed = f"; needed by {_summarise(users)}" if users else ""
+        raise KeyUnavailable(f"{ref.name} (line {ref.line}): {why}{needed}")
+
+
+def _summarise(parts: list[Part]) -> str:
+    """``segments 12-15, 18 and the init section``: runs of sequence numbers, compactly."""
+    runs: list[list[int]] = []
+    for seq in sorted(p.sequence for p in parts if p.sequence is not None):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    text = f"segment{'s' if len(parts) > 1 else ''} {text}" if runs else ""
+    if any(p.is_init for p in parts):
+        text = f"{text} and the init section" if text else "the init section"
+    return text

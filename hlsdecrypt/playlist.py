@@ -1,0 +1,324 @@
+"""Playlists: parse M3U8 text into a typed, frozen plan of the parts to fetch, decrypt and write.
+
+The m3u8 library does the tokenising; everything it returns as text (IVs, byte ranges, key
+URIs) is converted here, once, into the dataclasses below, together with the playlist line
+each part came from, so that later errors can name it.
+"""
+
+from __future__ import annotations
+
+import os.path
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
+
+import m3u8
+
+from .errors import InputError, UnsupportedEncryption
+
+#: Query parameters that carry a KeyID in a key URI; the live service writes ``key_id``.
+KEY_ID_PARAMS = ("key_id", "keyid", "kid")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """Where a key comes from: the key URI as written and resolved, and the KeyID it carries."""
+
+    uri: str
+    resolved_uri: str
+    key_id: str | None
+    iv: bytes | None  # the explicit IV attribute, if any
+    line: int
+
+    @property
+    def identity(self) -> str:
+        """Two key tags with the same identity name the same key (IVs may differ)."""
+        return self.key_id or self.resolved_uri
+
+    @property
+    def name(self) -> str:
+        """How messages name the key: by KeyID where there is one, else by its URI."""
+        return f"KeyID {self.key_id}" if self.key_id else f"key {self.uri}"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of the output, in order: an init section or a media segment."""
+
+    uri: str  # resolved: an http(s) URL or a local path
+    line: int
+    sequence: int | None  # media sequence number; None for an init section
+    byterange: ByteRange | None = None
+    key: KeyRef | None = None
+    iv: bytes | None = None  # the IV in force, explicit or implicit
+
+    @property
+    def is_init(self) -> bool:
+        return self.sequence is None
+
+    @property
+    def label(self) -> str:
+        what = "init section" if self.is_init else f"segment {self.sequence}"
+        return f"{what} (line {self.line})"
+
+
+@dataclass(frozen=True)
+class Variant:
+    uri: str
+    bandwidth: int
+    resolution: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class MediaPlaylist:
+    uri: str
+    parts: tuple[Part, ...]
+    ended: bool  # EXT-X-ENDLIST seen: a complete recording, not a live window
+
+    @property
+    def segments(self) -> tuple[Part, ...]:
+        return tuple(p for p in self.parts if not p.is_init)
+
+    @property
+    def keys(self) -> tuple[KeyRef, ...]:
+        """One KeyRef per distinct key, in order of first use."""
+        first: dict[str, KeyRef] = {}
+        for part in self.parts:
+            if part.key:
+                first.setdefault(part.key.identity, part.key)
+        return tuple(first.values())
+
+
+@dataclass(frozen=True)
+class MasterPlaylist:
+    uri: str
+    variants: tuple[Variant, ...]
+
+
+class _LineStamper:
+    """A custom-tag hook for ``m3u8.parse`` that records the line of each key, map and segment.
+
+    The hook runs before the library parses a tag line, so objects created by a tag are
+    stamped on the next tag line (or by ``finish``); segments keep references to these same
+    dicts, so the stamps reach them.
+    """
+
+    def __init__(self) -> None:
+        self.last_line = 0
+        self._state: dict = {}
+        self._pending: list[tuple[str, int]] = []
+
+    def __call__(self, line: str, lineno: int, data: dict, state: dict) -> bool:
+        self._state = state
+        self.finish()
+        self.last_line = lineno
+        if line.startswith("#EXT-X-KEY:"):
+            self._pending.append(("current_key", lineno))
+        elif line.startswith("#EXT-X-MAP:"):
+            self._pending.append(("current_segment_map", lineno))
+            state["_key_at_map"] = state.get("current_key")
+        elif line.startswith(("#EXTINF", "#EXT-X-BYTERANGE")):
+            state.setdefault("segment", {}).setdefault("_line", lineno)
+        return False
+
+    def finish(self) -> None:
+        state = self._state
+        for slot, lineno in self._pending:
+            if state.get(slot) is not None:
+                state[slot]["_line"] = lineno
+                if slot == "current_segment_map":
+                    state[slot]["_key"] = state.pop("_key_at_map", None)
+        self._pending.clear()
+
+
+def parse(text: str, uri: str, *, key_id_param: str | None = None) -> MediaPlaylist | MasterPlaylist:
+    """Parse playlist text fetched from ``uri`` (a URL or a local path)."""
+    if not text.lstrip("\ufeff").startswith("#EXTM3U"):
+        raise InputError(f"{uri}: line 1: not an M3U8 playlist (no #EXTM3U)")
+    stamper = _LineStamper()
+    try:
+        data = m3u8.parse(text, custom_tags_parser=stamper)
+    except Exception as exc:  # the library raises bare ValueErrors on malformed tags
+        line = stamper.last_line
+        bad = text.splitlines()[line - 1].strip() if line else ""
+        raise InputError(f"{uri}: line {line}: cannot parse {bad!r} ({exc})") from None
+    stamper.finish()
+    if data["is_variant"]:
+        return _master(data, text, uri)
+    return _media(data, text, uri, key_id_param)
+
+
+def _master(data: dict, text: str, uri: str) -> MasterPlaylist:
+    lines = text.splitlines()
+    uri_lines = [n for n, line in enumerate(lines, 1) if line.strip() and not line.lstrip().startswith("#")]
+    variants = []
+    for i, entry in enumerate(data["playlists"]):
+        info = entry.get("stream_info") or {}
+        line = uri_lines[i] if i < len(uri_lines) else 0
+        try:
+            bandwidth = int(info.get("bandwidth") or 0)
+        except (TypeError, ValueError):
+            raise InputError(f"{uri}: line {line - 1}: bad BANDWIDTH {info.get('bandwidth')!r}") from None
+        variants.append(Variant(resolve(uri, entry["uri"]), bandwidth, info.get("resolution"), line))
+    if not variants:
+        raise InputError(f"{uri}: master playlist lists no variants")
+    return MasterPlaylist(uri, tuple(variants))
+
+
+def choose_variant(master: MasterPlaylist, choice: str) -> Variant:
+    """``best`` or ``worst`` by bandwidth, or an index counted from 0 in the master's order."""
+    variants = master.variants
+    if choice == "best":
+        return max(variants, key=lambda v: v.bandwidth)
+    if choice == "worst":
+        return min(variants, key=lambda v: v.bandwidth)
+    if choice.isdigit() and int(choice) < len(variants):
+        return variants[int(choice)]
+    raise InputError(f"{master.uri}: no variant {choice!r}: choose best, worst or 0..{len(variants) - 1}")
+
+
+def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPlaylist:
+    lines = text.splitlines()
+    parts: list[Part] = []
+    keys: dict[int, KeyRef | None] = {}  # id(key dict) -> KeyRef, so each EXT-X-KEY is converted once
+    range_ends: dict[str, int] = {}  # resolved URI -> end of its previous sub-range
+    current_map = None
+    sequence = data["media_sequence"]
+    for segment in data["segments"]:
+        seg_line = _uri_line(lines, segment.get("_line", 0))
+        key = _key_ref(segment.get("key"), keys, uri, key_id_param)
+        iv = _iv_for(key, sequence)
+        init = segment.get("init_section")
+        if init is not None and init is not current_map:
+            current_map = init
+            init_key = _key_ref(init.get("_key"), keys, uri, key_id_param)
+            init_uri = resolve(uri, init["uri"])
+            parts.append(Part(
+                uri=init_uri, line=init.get("_line", 0), sequence=None,
+                byterange=_byterange(init.get("byterange"), init_uri, range_ends, uri, init.get("_line", 0)),
+                key=init_key, iv=_iv_for(init_key, sequence),
+            ))
+        seg_uri = resolve(uri, segment["uri"])
+        parts.append(Part(
+            uri=seg_uri, line=seg_line, sequence=sequence,
+            byterange=_byterange(segment.get("byterange"), seg_uri, range_ends, uri, seg_line),
+            key=key, iv=iv,
+        ))
+        sequence += 1
+    return MediaPlaylist(uri, tuple(parts), bool(data["is_endlist"]))
+
+
+def _uri_line(lines: list[str], start: int) -> int:
+    """The line of a segment's URI: the first non-tag line after its first tag."""
+    for n in range(start, len(lines)):
+        stripped = lines[n].strip()
+        if stripped and not stripped.startswith("#"):
+            return n + 1
+    return start
+
+
+def _key_ref(raw: dict | None, cache: dict, uri: str, key_id_param: str | None) -> KeyRef | None:
+    if raw is None:
+        return None
+    if id(raw) not in cache:
+        cache[id(raw)] = _convert_key(raw, uri, key_id_param)
+    return cache[id(raw)]
+
+
+def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None:
+    line = raw.get("_line", 0)
+    method = (raw.get("method") or "").upper()
+    if method == "NONE":
+        return None
+    where = f"{uri}: line {line}"
+    if method != "AES-128":
+        raise UnsupportedEncryption(f"{where}: METHOD={method or '(missing)'} is not supported (only AES-128 and NONE)")
+    keyformat = raw.get("keyformat")
+    if keyformat not in (None, "identity"):
+        raise UnsupportedEncryption(f"{where}: KEYFORMAT={keyformat} is not supported (only identity)")
+    key_uri = raw.get("uri")
+    if not key_uri:
+        raise InputError(f"{where}: METHOD=AES-128 without a URI")
+    return KeyRef(
+        uri=key_uri,
+        resolved_uri=resolve(uri, key_uri),
+        key_id=key_id_of(key_uri, key_id_param),
+        iv=_parse_iv(raw.get("iv"), where),
+        line=line,
+    )
+
+
+def key_id_of(key_uri: str, param: str | None = None) -> str | None:
+    """The KeyID carried in a key URI's query (``key_id=``, ``KeyID=``, ``kid=`` or ``param=``)."""
+    wanted = (param.lower(),) if param else KEY_ID_PARAMS
+    for name, value in parse_qsl(urlsplit(key_uri).query, keep_blank_values=False):
+        if name.lower() in wanted and value:
+            return value
+    return None
+
+
+_IV = re.compile(r"0[xX]([0-9a-fA-F]{1,32})")
+
+
+def _parse_iv(text: str | None, where: str) -> bytes | None:
+    if text is None:
+        return None
+    match = _IV.fullmatch(text.strip())
+    if not match:
+        raise InputError(f"{where}: bad IV {text!r} (want 0x and up to 32 hex digits)")
+    return int(match.group(1), 16).to_bytes(16, "big")
+
+
+def _iv_for(key: KeyRef | None, sequence: int) -> bytes | None:
+    if key is None:
+        return None
+    if key.iv is not None:
+        return key.iv
+    if not 0 <= sequence < 1 << 128:
+        raise InputError(f"media sequence {sequence} cannot be an implicit IV")
+    return sequence.to_bytes(16, "big")
+
+
+_BYTERANGE = re.compile(r"(\d{1,15})(?:@(\d{1,15}))?")
+
+
+def _byterange(text: str | None, part_uri: str, ends: dict[str, int], uri: str, line: int) -> ByteRange | None:
+    if text is None:
+        return None
+    match = _BYTERANGE.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise InputError(f"{uri}: line {line}: bad BYTERANGE {text!r}")
+    length = int(match.group(1))
+    if match.group(2) is not None:
+        offset = int(match.group(2))
+    elif part_uri in ends:
+        offset = ends[part_uri]
+    else:
+        raise InputError(f"{uri}: line {line}: BYTERANGE {text!r} has no offset and follows no range of {part_uri}")
+    ends[part_uri] = offset + length
+    return ByteRange(offset, length)
+
+
+def is_url(uri: str) -> bool:
+    return urlsplit(uri).scheme.lower() in ("http", "https")
+
+
+def resolve(base: str, ref: str) -> str:
+    """Resolve a playlist reference against the playlist's own URL or local path.
+
+    A file on disk has no query string, so references from a local playlist lose theirs
+    (the live service writes ``seg.ts?app=live&...``). Other schemes (``file:``, ``data:``)
+    pass through unchanged, for the fetcher to refuse.
+    """
+    if is_url(ref) or is_url(base):
+        return urljoin(base, ref)
+    if len(urlsplit(ref).scheme) > 1:  # one letter is a Windows drive, not a scheme
+        return ref
+    return os.path.normpath(os.path.join(os.path.dirname(base), unquote(urlsplit(ref).path)))
