@@ -36,6 +36,8 @@ def _fetch_options() -> argparse.ArgumentParser:
     g.add_argument("--jobs", type=int, default=4, metavar="N", help="segments fetched and decrypted at once (default 4)")
     g.add_argument("--timeout", type=float, default=20.0, metavar="S", help="HTTP timeout in seconds (default 20)")
     g.add_argument("--retries", type=int, default=3, metavar="N", help="HTTP retries on transient errors (default 3)")
+    g.add_argument("--no-media-check", action="store_true",
+                   help="do not require decrypted segments to begin like MPEG-TS, fMP4 or packed audio")
     g.add_argument("--allow-any-path", action="store_true",
                    help="let a local playlist refer to files outside its own folder")
     return p
@@ -83,7 +85,8 @@ def _run_decrypt(args: argparse.Namespace) -> int:
     keys = make_key_chain(args, fetcher)
     try:
         result = decrypt(args.source, args.output, keys, fetcher=fetcher, variant=args.variant,
-                         key_id_param=args.key_id_param, jobs=args.jobs)
+                         key_id_param=args.key_id_param, jobs=args.jobs,
+                         media_check=not args.no_media_check)
     finally:
         keys.close()
     where = "stdout" if args.output == "-" else args.output

@@ -58,7 +58,7 @@ class Fetcher:
         try:
             return bytes(data).decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise InputError(f"playlist {uri}: not UTF-8 text") from None
+            raise InputError(f"{uri}: not an M3U8 playlist (not UTF-8 text)") from None
 
     def read(self, uri: str, byterange: ByteRange | None = None) -> bytes | bytearray:
         self.check_allowed(uri)

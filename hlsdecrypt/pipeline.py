@@ -12,6 +12,7 @@ from .crypto import decrypt_cbc
 from .errors import DecryptError, FetchError, InputError
 from .fetch import Fetcher
 from .keys import KeyChain
+from .media import start_problem
 from .output import open_output
 from .playlist import MasterPlaylist, MediaPlaylist, Part, Variant, choose_variant, parse
 
@@ -57,8 +58,13 @@ def _pick(master: MasterPlaylist, choice: str) -> Variant:
     return chosen
 
 
-def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jobs: int = 4) -> Iterator[memoryview | bytes]:
-    """The clear bytes of each part, in playlist order, fetched and decrypted ``jobs`` at a time."""
+def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jobs: int = 4,
+                media_check: bool = True) -> Iterator[memoryview | bytes]:
+    """The clear bytes of each part, in playlist order, fetched and decrypted ``jobs`` at a time.
+
+    With ``media_check``, decrypted bytes must begin like media (see ``media.start_problem``):
+    the only way to catch a wrong IV, which leaves the padding intact.
+    """
     keys.prefetch(playlist.parts)
 
     def clear(part: Part) -> memoryview | bytes:
@@ -66,7 +72,11 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jo
             data = fetcher.read(part.uri, part.byterange)
             if part.key is None:
                 return data
-            return decrypt_cbc(data, keys.get(part.key), part.iv)
+            plain = decrypt_cbc(data, keys.get(part.key), part.iv)
+            problem = media_check and start_problem(plain)
+            if problem:
+                raise DecryptError(problem)
+            return plain
         except (FetchError, DecryptError, InputError) as exc:
             raise type(exc)(f"{part.label}: {exc}") from None
 
@@ -74,14 +84,14 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jo
 
 
 def decrypt(source: str, output: str, keys: KeyChain, *, fetcher: Fetcher | None = None,
-            variant: str = "best", key_id_param: str | None = None, jobs: int = 4,
+            variant: str = "best", key_id_param: str | None = None, jobs: int = 4, media_check: bool = True,
             on_part: Callable[[Part, int], None] | None = None) -> DecryptResult:
     """Decrypt the HLS stream at ``source`` into one clear file ``output`` (``-`` for stdout)."""
     fetcher = fetcher or Fetcher(pool_size=max(jobs, 1))
     playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
     written = 0
     with open_output(output) as out:
-        for part, data in zip(playlist.parts, clear_parts(playlist, keys, fetcher, jobs=jobs)):
+        for part, data in zip(playlist.parts, clear_parts(playlist, keys, fetcher, jobs=jobs, media_check=media_check)):
             out.write(data)
             written += len(data)
             if on_part:

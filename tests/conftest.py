@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hlsdecrypt.cli import main
+
+from servers import StaticServer
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fixtures(tmp_path: Path) -> Path:
+    """A private copy of fixtures/, so a test may change or break files freely."""
+    copy = tmp_path / "fixtures"
+    shutil.copytree(FIXTURES, copy)
+    return copy
+
+
+@pytest.fixture
+def served(fixtures: Path):
+    with StaticServer(fixtures) as server:
+        yield server
+
+
+@pytest.fixture
+def run(capsys):
+    """Run the CLI in-process: returns (exit code, stderr)."""
+
+    def _run(*argv: str) -> tuple[int, str]:
+        code = main([str(a) for a in argv])
+        return code, capsys.readouterr().err
+
+    return _run

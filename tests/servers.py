@@ -1,0 +1,73 @@
+"""Real HTTP servers on 127.0.0.1 (port 0) for the tests: static files with Range, and faults."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+
+class StaticServer:
+    """Serves a folder. ``ignore_range`` answers 200 with the whole file, as some CDNs do;
+    ``faults`` maps a path to a list of HTTP statuses to answer before serving it normally."""
+
+    def __init__(self, root: Path, *, ignore_range: bool = False):
+        self.root = root
+        self.ignore_range = ignore_range
+        self.hits: Counter[str] = Counter()
+        self.faults: dict[str, list[int]] = {}
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> "StaticServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = unquote(urlsplit(self.path).path)
+                server.hits[path] += 1
+                pending = server.faults.get(path)
+                if pending:
+                    return self._send(pending.pop(0), b"fault")
+                file = (server.root / path.lstrip("/")).resolve()
+                if not file.is_file() or server.root.resolve() not in file.parents:
+                    return self._send(404, b"not found")
+                body = file.read_bytes()
+                match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+                if match and not server.ignore_range:
+                    start, end = int(match.group(1)), min(int(match.group(2)), len(body) - 1)
+                    headers = {"Content-Range": f"bytes {start}-{end}/{len(body)}"}
+                    return self._send(206, body[start:end + 1], headers)
+                self._send(200, body)
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
