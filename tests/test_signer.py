@@ -1,0 +1,51 @@
+"""The request signer against golden vectors made by the official Volcengine SDK.
+
+The expected headers below were produced by ``volcengine`` 1.0.229 from PyPI, with
+``volcengine.auth.SignerV4.SignerV4.sign`` on a GET ``Request`` (path ``/``, empty body,
+headers ``Host`` and ``User-Agent``), ``Credentials(ak, sk, "live", region)``, and
+``SignerV4.get_current_format_date`` patched to return the X-Date shown. The SDK is not a
+dependency: these strings are its recorded output.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from hlsdecrypt.signer import canonical_host, sign_get
+
+AK, SK = "AKLTexampleaccesskeyid", "ZXhhbXBsZXNlY3JldGtleQ=="
+PARAMS = [("Action", "GetHLSEncryptDataKey"), ("Version", "2023-01-01")]
+
+VECTORS = [
+    ("live.volcengineapi.com", "08e765a4da0c4028755c3c", "cn-north-1", "20240507T095902Z",
+     "dd6d4bd64cf653efaa366288690117a67689cfea15834df1a34991f57f4c93be"),
+    ("127.0.0.1:8080", "a b/c+d~é", "cn-north-1", "20240507T095902Z",
+     "ba724ee5154fe291d42690fb630b07827667a9e28fd2fcb4f193f5fca57e51f1"),
+    ("open.byteplusapi.com", "8fcd39af7ab3b6f44e97ad8e07", "ap-singapore-1", "20261126T235959Z",
+     "f7e23f40168b7574c2f964c8920bf851dc6cc627588d883473bcfa92dcb5e36a"),
+]
+
+
+@pytest.mark.parametrize("host, key_id, region, x_date, signature", VECTORS, ids=[v[0] for v in VECTORS])
+def test_signature_matches_the_official_sdk(host, key_id, region, x_date, signature):
+    now = datetime.strptime(x_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    query, headers = sign_get(host, "/", [*PARAMS, ("KeyID", key_id)], AK, SK, region, "live", now)
+    assert headers == {
+        "Host": host,
+        "X-Date": x_date,
+        "X-Content-Sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "Authorization": f"HMAC-SHA256 Credential={AK}/{x_date[:8]}/{region}/live/request, "
+                         f"SignedHeaders=host;x-content-sha256;x-date, Signature={signature}",
+    }
+
+
+def test_canonical_query_is_sorted_and_percent_encoded():
+    query, _ = sign_get("h", "/", [*PARAMS, ("KeyID", "a b/c+d~é")], AK, SK, "r", "live")
+    assert query == "Action=GetHLSEncryptDataKey&KeyID=a%20b%2Fc%2Bd~%C3%A9&Version=2023-01-01"
+
+
+def test_default_ports_are_not_signed():
+    assert canonical_host("live.volcengineapi.com:443") == "live.volcengineapi.com"
+    assert canonical_host("127.0.0.1:8080") == "127.0.0.1:8080"
