@@ -11,8 +11,11 @@ from . import __version__
 from .crypto import DataKey
 from .errors import EXIT_INTERRUPTED, HlsDecryptError, UsageError
 from .fetch import Fetcher
+from .api import DEFAULT_ENDPOINT, DEFAULT_REGION, ApiKeySource, endpoint_from_env, region_for
+from .credentials import find_credentials
 from .keys import KeyChain, KeyFile, KeySource, KeyUri, StaticKey
-from .pipeline import decrypt
+from .keystore import KeyCache, write_keys
+from .pipeline import decrypt, load_media_playlist
 from .retry import Backoff
 
 log = logging.getLogger("hlsdecrypt")
@@ -25,7 +28,22 @@ def _key_options() -> argparse.ArgumentParser:
     g.add_argument("--keys", metavar="FILE", help="JSON object: KeyID or key URI -> 32 hex digits")
     g.add_argument("--key-id-param", metavar="NAME",
                    help="query parameter of the key URI that holds the KeyID (default: key_id, KeyID, kid)")
-    g.add_argument("--no-key-uri", action="store_true", help="never fetch the playlist's key URIs")
+    g.add_argument("--key-cache", metavar="FILE",
+                   help="keep keys fetched by KeyID in FILE (created 0600) and reuse them on later runs")
+    g.add_argument("--key-source", choices=("auto", "api", "uri", "none"), default="auto",
+                   help="after --key, --keys and --key-cache: auto = the API for KeyIDs when credentials "
+                        "are configured, then the key URI; api = the API only; uri = the key URI only; "
+                        "none = neither")
+    a = p.add_argument_group("the live service's key API (GetHLSEncryptDataKey)")
+    a.add_argument("--credentials", metavar="FILE",
+                   help="access keys: INI [default] access_key_id/secret_access_key, or JSON {ak, sk} "
+                        "(default: VOLC_ACCESSKEY/VOLC_SECRETKEY, then ~/.volc/credentials, ~/.volc/config)")
+    a.add_argument("--api-endpoint", metavar="URL", default=None,
+                   help=f"default: $HLSDECRYPT_API_ENDPOINT or {DEFAULT_ENDPOINT}")
+    a.add_argument("--region", default=None, help=f"signing region (default {DEFAULT_REGION}; "
+                                                  "ap-singapore-1 for open.byteplusapi.com)")
+    a.add_argument("--api-rate", type=float, default=1.0, metavar="R",
+                   help="requests per second for the account, shared by all hlsdecrypt processes (default 1)")
     return p
 
 
@@ -56,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("source", help="M3U8 playlist: a local path or an http(s) URL")
     d.add_argument("-o", "--output", required=True, help="output file, or - for stdout")
     d.set_defaults(run=_run_decrypt)
+    k = sub.add_parser("keys", parents=[common, _fetch_options(), _key_options()],
+                       help="list a stream's keys (KeyIDs) and export them",
+                       description="List the distinct keys of a stream with their segments; with --export, "
+                                   "fetch them and write them as the JSON that --keys reads.")
+    k.add_argument("source", help="M3U8 playlist: a local path or an http(s) URL")
+    k.add_argument("--export", metavar="FILE", help="fetch every key and write them to FILE (created 0600)")
+    k.set_defaults(run=_run_keys)
     return parser
 
 
@@ -75,9 +100,27 @@ def make_key_chain(args: argparse.Namespace, fetcher: Fetcher) -> KeyChain:
             raise UsageError("--key wants 32 hex digits") from None
     if args.keys:
         sources.append(KeyFile(args.keys))
-    if not args.no_key_uri:
+    credentials = find_credentials(args.credentials) if args.key_source in ("auto", "api") else None
+    if args.key_source == "api" and credentials is None:
+        raise UsageError("--key-source api needs access keys: set VOLC_ACCESSKEY and VOLC_SECRETKEY, "
+                         "or use --credentials FILE")
+    if credentials:
+        if args.api_rate <= 0:
+            raise UsageError("--api-rate must be positive")
+        endpoint = (args.api_endpoint or endpoint_from_env()).rstrip("/")
+        sources.append(ApiKeySource(credentials, endpoint=endpoint, region=args.region or region_for(endpoint),
+                                    rate=args.api_rate, timeout=args.timeout))
+    if args.key_source in ("auto", "uri"):
         sources.append(KeyUri(fetcher))
-    return KeyChain(sources)
+    chain = KeyChain(sources, cache=KeyCache(args.key_cache) if args.key_cache else None)
+    log.debug("key sources, in order: %s", ", ".join(_describe(s) for s in chain.sources) or "none")
+    return chain
+
+
+def _describe(source: KeySource) -> str:
+    if isinstance(source, ApiKeySource):
+        return f"{source.name} at {source.endpoint} ({source.region}, {source.credentials.origin})"
+    return source.name
 
 
 def _run_decrypt(args: argparse.Namespace) -> int:
@@ -92,6 +135,32 @@ def _run_decrypt(args: argparse.Namespace) -> int:
     where = "stdout" if args.output == "-" else args.output
     log.info("wrote %d segments, %d bytes, %d keys to %s", result.segments, result.bytes_written,
              len(keys.resolved), where)
+    return 0
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    fetcher = make_fetcher(args)
+    playlist, _ = load_media_playlist(args.source, fetcher, variant=args.variant, key_id_param=args.key_id_param)
+    rows = []
+    for ref in playlist.keys:
+        users = [p for p in playlist.parts if p.key and p.key.identity == ref.identity]
+        rows.append((ref.key_id or ref.uri, "KeyID" if ref.key_id else "key URI", len(users), ref.line))
+    clear = sum(1 for p in playlist.parts if p.key is None)
+    out = sys.stdout
+    width = max([len(r[0]) for r in rows] + [3])
+    out.write(f"{'KEY':<{width}}  {'KIND':<7}  {'PARTS':>5}  FIRST LINE\n")
+    for name, kind, count, line in rows:
+        out.write(f"{name:<{width}}  {kind:<7}  {count:>5}  {line}\n")
+    out.write(f"{len(rows)} keys, {len(playlist.parts) - clear} encrypted parts, {clear} clear\n")
+    if args.export:
+        keys = make_key_chain(args, fetcher)
+        try:
+            keys.prefetch(playlist.parts)
+            exported = {ref.key_id or ref.uri: keys.get(ref) for ref in playlist.keys}
+        finally:
+            keys.close()
+        write_keys(args.export, exported)
+        log.info("exported %d keys to %s", len(exported), args.export)
     return 0
 
 

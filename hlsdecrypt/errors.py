@@ -42,12 +42,13 @@ class ApiError(KeyUnavailable):
     """An error answer of the key API; ``code`` and ``request_id`` are what support asks for."""
 
     def __init__(self, message: str, *, code: str = "", request_id: str = "", status: int = 0,
-                 retryable: bool = False):
+                 retryable: bool = False, retry_after: float = 0.0):
         super().__init__(message)
         self.code = code
         self.request_id = request_id
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class SegmentError(HlsDecryptError):

@@ -8,7 +8,6 @@ slow or rate-limited source works ahead of the decryptor instead of blocking it 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,6 +16,7 @@ from typing import Iterable, Protocol
 from .crypto import DataKey
 from .errors import HlsDecryptError, KeyUnavailable, UsageError
 from .fetch import Fetcher
+from .keystore import KeyCache, read_keys
 from .playlist import KeyRef, Part
 
 log = logging.getLogger("hlsdecrypt")
@@ -46,18 +46,9 @@ class KeyFile:
     def __init__(self, path: str):
         self.name = f"--keys {path}"
         try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--keys {path}: cannot read a JSON object ({exc.__class__.__name__})") from None
-        if not isinstance(raw, dict):
-            raise UsageError(f"--keys {path}: want a JSON object of KeyID or key URI -> hex key")
-        self._keys: dict[str, DataKey] = {}
-        for name, value in raw.items():
-            try:
-                self._keys[name] = DataKey.from_hex(str(value))
-            except ValueError:
-                raise UsageError(f"--keys {path}: the value for {name!r} is not 32 hex digits") from None
+            self._keys = read_keys(path, "--keys")
+        except FileNotFoundError:
+            raise UsageError(f"--keys {path}: no such file") from None
 
     def lookup(self, ref: KeyRef) -> DataKey | None:
         for name in (ref.key_id, ref.uri, ref.resolved_uri):
@@ -87,8 +78,12 @@ class KeyUri:
 class KeyChain:
     """Asks each source in turn for each distinct key (by KeyID, else by key URI), once."""
 
-    def __init__(self, sources: Iterable[KeySource]):
-        self.sources = list(sources)
+    def __init__(self, sources: Iterable[KeySource], cache: KeyCache | None = None, *,
+                 stop_after_failure: bool = True):
+        self.sources = ([cache] if cache else []) + list(sources)
+        self._cache = cache
+        self._stop_after_failure = stop_after_failure
+        self._failed: str | None = None
         self._futures: dict[str, Future[DataKey]] = {}
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlsdecrypt-keys")
@@ -120,6 +115,8 @@ class KeyChain:
             return future
 
     def _resolve(self, ref: KeyRef, users: list[Part] | None) -> DataKey:
+        if self._failed:  # the run is failing anyway: spare the key services the rest
+            raise KeyUnavailable(f"{ref.name} (line {ref.line}): not asked for, since {self._failed} failed")
         failures = []
         for source in self.sources:
             try:
@@ -130,9 +127,13 @@ class KeyChain:
             if key is not None:
                 log.debug("%s: key from %s", ref.name, source.name)
                 self.resolved[ref.identity] = (ref, key, source.name)
+                if self._cache and source is not self._cache:
+                    self._cache.store(ref, key)
                 return key
         why = "; ".join(failures) or f"no source has it (tried {', '.join(s.name for s in self.sources) or 'none'})"
         needed = f"; needed by {_summarise(users)}" if users else ""
+        if self._stop_after_failure:
+            self._failed = ref.name
         raise KeyUnavailable(f"{ref.name} (line {ref.line}): {why}{needed}")
 
 

@@ -121,7 +121,7 @@ def test_unknown_variant(fail):
 
 
 def test_key_unavailable_names_the_key_id_and_its_segments(fail):
-    line = fail(4, FIXTURES / "live_rotation/index.m3u8", "--no-key-uri")
+    line = fail(4, FIXTURES / "live_rotation/index.m3u8", "--key-source", "none")
     assert "KeyID 8fcd39af7ab3b6f44e97ad8e07 (line 6)" in line
     assert "needed by segments 107326-107327" in line
 

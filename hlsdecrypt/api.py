@@ -1,0 +1,164 @@
+"""The live service's key API: ``GetHLSEncryptDataKey`` as a key source.
+
+Each request is signed (``signer``), waits its turn under the account's rate limit
+(``ratelimit``), and its answer is classified: a key, an error worth retrying (server errors,
+``CommonErr``, flow limits, HTTP 429, timeouts, dropped connections, garbled bodies), a
+``ResourceNotFound`` retried briefly (a live recording's key may appear late), or a fatal
+error (bad parameters, no permission, bad signature), reported with its code and RequestId.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import requests
+
+from .credentials import Credentials
+from .crypto import DataKey
+from .errors import ApiError, KeyUnavailable
+from .playlist import KeyRef
+from .ratelimit import RateLimiter
+from .retry import Backoff
+from .signer import sign_get
+
+log = logging.getLogger("hlsdecrypt")
+
+ACTION, VERSION, SERVICE = "GetHLSEncryptDataKey", "2023-01-01", "live"
+DEFAULT_ENDPOINT = "https://live.volcengineapi.com"
+DEFAULT_REGION = "cn-north-1"
+#: The same API sold internationally; its region differs, so an endpoint implies a region.
+REGIONS = {"open.byteplusapi.com": "ap-singapore-1"}
+
+RETRYABLE_CODES = ("CommonErr", "InternalError", "InternalServiceError", "InternalServiceTimeout",
+                   "ServiceUnavailable", "Throttling")
+NOT_FOUND_CODES = ("ResourceNotFound",)
+NOT_FOUND_RETRIES = 2
+
+
+def endpoint_from_env() -> str:
+    return os.environ.get("HLSDECRYPT_API_ENDPOINT") or DEFAULT_ENDPOINT
+
+
+def region_for(endpoint: str) -> str:
+    return REGIONS.get(urlsplit(endpoint).hostname or "", DEFAULT_REGION)
+
+
+def _is_flow_limit(code: str) -> bool:
+    lowered = code.lower()
+    return "flowlimit" in lowered or "ratelimit" in lowered or "toomanyrequests" in lowered or "limitexceeded" in lowered
+
+
+def decode_data_key(value: object, key_id: str) -> DataKey:
+    """A DataKey string as 32 hex digits, base64 of 16 bytes, or 16 raw characters."""
+    text = value if isinstance(value, str) else ""
+    if len(text) == 32:
+        try:
+            return DataKey(bytes.fromhex(text))
+        except ValueError:
+            pass
+    try:
+        raw = base64.b64decode(text, validate=True)
+        if len(raw) == 16:
+            return DataKey(raw)
+    except (binascii.Error, ValueError):
+        pass
+    encoded = text.encode("utf-8")
+    if len(encoded) == 16:
+        return DataKey(encoded)
+    raise KeyUnavailable(f"{ACTION} for KeyID {key_id}: the DataKey is not 16 bytes as hex, base64 or raw text")
+
+
+@dataclass
+class ApiKeySource:
+    """Fetches the key of a KeyID from the API; keys without a KeyID are not its business."""
+
+    credentials: Credentials
+    endpoint: str = DEFAULT_ENDPOINT
+    region: str = DEFAULT_REGION
+    rate: float = 1.0
+    timeout: float = 10.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(attempts=6, base=1.0, cap=30.0))
+    limiter: RateLimiter | None = None
+    name: str = ACTION
+    _session: requests.Session = field(default_factory=requests.Session, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = RateLimiter(self.rate, f"{self.credentials.access_key}@{urlsplit(self.endpoint).netloc}")
+
+    def __repr__(self) -> str:
+        return f"ApiKeySource({self.endpoint}, region {self.region})"
+
+    def lookup(self, ref: KeyRef) -> DataKey | None:
+        return self.fetch(ref.key_id) if ref.key_id else None
+
+    def fetch(self, key_id: str) -> DataKey:
+        """The key of ``key_id``, retrying what is worth retrying; ApiError otherwise."""
+        delays = self.backoff.delays()
+        not_found = 0
+        while True:
+            try:
+                return self._request(key_id)
+            except ApiError as exc:
+                if exc.code in NOT_FOUND_CODES:
+                    not_found += 1
+                    if not_found > NOT_FOUND_RETRIES:
+                        raise
+                elif not exc.retryable:
+                    raise
+                delay = next(delays, None)
+                if delay is None:
+                    raise ApiError(f"{exc} (gave up after {self.backoff.attempts} attempts)", code=exc.code,
+                                   request_id=exc.request_id, status=exc.status) from None
+                log.info("%s; retrying in %.1fs", exc, delay)
+                self.backoff.wait(delay, exc.retry_after)
+
+    def _request(self, key_id: str) -> DataKey:
+        parts = urlsplit(self.endpoint)
+        path = parts.path or "/"
+        query, headers = sign_get(parts.netloc, path, [("Action", ACTION), ("Version", VERSION), ("KeyID", key_id)],
+                                  self.credentials.access_key, self.credentials.secret_key, self.region, SERVICE)
+        url = f"{parts.scheme}://{parts.netloc}{path}?{query}"
+        what = f"{ACTION} for KeyID {key_id}"
+        assert self.limiter is not None
+        self.limiter.acquire()
+        try:
+            response = self._session.get(url, headers=headers, timeout=self.timeout)
+        except requests.Timeout:
+            raise ApiError(f"{what}: timed out after {self.timeout:g}s", retryable=True) from None
+        except requests.RequestException as exc:
+            raise ApiError(f"{what}: connection failed ({type(exc).__name__})", retryable=True) from None
+        return self._answer(response, key_id, what)
+
+    def _answer(self, response: requests.Response, key_id: str, what: str) -> DataKey:
+        status = response.status_code
+        try:
+            body = response.json()
+            meta = body.get("ResponseMetadata") or {}
+        except (ValueError, AttributeError):
+            raise ApiError(f"{what}: HTTP {status} with a body that is not the API's JSON", status=status,
+                           retryable=True, retry_after=_retry_after(response)) from None
+        request_id = str(meta.get("RequestId") or response.headers.get("X-Tt-Logid") or "-")
+        err = meta.get("Error")
+        if err or status != 200:
+            code = str((err or {}).get("Code") or f"HTTP{status}")
+            message = str((err or {}).get("Message") or "").strip() or "-"
+            retryable = (code.startswith(RETRYABLE_CODES) or _is_flow_limit(code) or status == 429 or status >= 500)
+            raise ApiError(f"{what}: {code}: {message} (HTTP {status}, RequestId {request_id})", code=code,
+                           request_id=request_id, status=status, retryable=retryable,
+                           retry_after=_retry_after(response))
+        log.debug("%s: HTTP %d, RequestId %s", what, status, request_id)
+        result = body.get("Result") or {}
+        return decode_data_key(result.get("DataKey"), key_id)
+
+
+def _retry_after(response: requests.Response) -> float:
+    try:
+        return float(response.headers.get("Retry-After", 0))
+    except ValueError:
+        return 0.0

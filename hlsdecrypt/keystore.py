@@ -1,0 +1,72 @@
+"""Key files on disk that hold secrets: the persistent key cache and key exports.
+
+Both are JSON objects of KeyID (or key URI) -> 32 hex digits, the format ``--keys`` reads,
+created with mode 0600 and replaced atomically, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+
+from .crypto import DataKey
+from .errors import UsageError
+from .playlist import KeyRef
+
+
+def write_keys(path: str, keys: dict[str, DataKey]) -> None:
+    """Write ``keys`` to ``path`` (mode 0600, atomically): the one place key material reaches a file."""
+    target = os.path.abspath(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp creates it 0600
+            json.dump({name: key.reveal().hex() for name, key in sorted(keys.items())}, f, indent=2)
+            f.write("\n")
+        os.replace(temp, target)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def read_keys(path: str, what: str) -> dict[str, DataKey]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{what} {path}: cannot read a JSON object ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{what} {path}: want a JSON object of KeyID or key URI -> hex key")
+    keys = {}
+    for name, value in raw.items():
+        try:
+            keys[name] = DataKey.from_hex(str(value))
+        except ValueError:
+            raise UsageError(f"{what} {path}: the value for {name!r} is not 32 hex digits") from None
+    return keys
+
+
+class KeyCache:
+    """``--key-cache FILE``: keys fetched by KeyID are kept, so that a re-run asks nobody."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.name = f"--key-cache {path}"
+        self._lock = threading.Lock()
+        try:
+            self._keys = read_keys(path, "--key-cache")
+        except FileNotFoundError:
+            self._keys = {}
+
+    def lookup(self, ref: KeyRef) -> DataKey | None:
+        return self._keys.get(ref.key_id) if ref.key_id else None
+
+    def store(self, ref: KeyRef, key: DataKey) -> None:
+        if not ref.key_id or self._keys.get(ref.key_id) == key:
+            return
+        with self._lock:
+            self._keys[ref.key_id] = key
+            write_keys(self.path, self._keys)
