@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,12 +15,15 @@ class StaticServer:
     """Serves a folder. ``ignore_range`` answers 200 with the whole file, as some CDNs do;
     ``faults`` maps a path to a list of HTTP statuses to answer before serving it normally."""
 
-    def __init__(self, root: Path, *, ignore_range: bool = False):
+    def __init__(self, root: Path, *, ignore_range: bool = False, quiet: bool = False):
         self.root = root
         self.ignore_range = ignore_range
+        self.delay = 0.0  # seconds added to every answer, like a distant server
         self.hits: Counter[str] = Counter()
         self.faults: dict[str, list[int]] = {}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        if quiet:  # clients that hang up mid-answer are expected: do not print their tracebacks
+            self._httpd.handle_error = lambda request, address: None
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -48,6 +52,8 @@ class StaticServer:
             def do_GET(self) -> None:
                 path = unquote(urlsplit(self.path).path)
                 server.hits[path] += 1
+                if server.delay:
+                    time.sleep(server.delay)
                 pending = server.faults.get(path)
                 if pending:
                     return self._send(pending.pop(0), b"fault")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import FIXTURES
+from servers import StaticServer
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -163,3 +168,19 @@ def test_failed_run_keeps_an_existing_output_intact(run, fixtures, tmp_path):
     assert code == 5
     assert out.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_interrupt_exits_130_and_leaves_no_file(fixtures, tmp_path):
+    out = tmp_path / "out.ts"
+    with StaticServer(fixtures, quiet=True) as server:
+        server.delay = 0.4
+        proc = subprocess.Popen([sys.executable, "-m", "hlsdecrypt", "decrypt", f"{server.url}/implicit_iv/index.m3u8",
+                                 "-o", str(out), "--jobs", "1"], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while not list(tmp_path.glob(".out.ts.*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(tmp_path.glob(".out.ts.*.part")), "the run never started writing"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    assert "interrupted" in proc.stderr.read()
+    assert [p.name for p in tmp_path.iterdir()] == ["fixtures"]  # no output, no temporary file
