@@ -15,7 +15,8 @@ from .api import DEFAULT_ENDPOINT, DEFAULT_REGION, ApiKeySource, endpoint_from_e
 from .credentials import find_credentials
 from .keys import KeyChain, KeyFile, KeySource, KeyUri, StaticKey
 from .keystore import KeyCache, write_keys
-from .pipeline import decrypt, load_media_playlist
+from .pipeline import HTTP_JOBS, decrypt, load_media_playlist
+from .progress import Progress
 from .retry import Backoff
 
 log = logging.getLogger("hlsdecrypt")
@@ -51,7 +52,8 @@ def _fetch_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("fetching")
     g.add_argument("--variant", default="best", help="master playlists: best, worst or an index from 0 (default best)")
-    g.add_argument("--jobs", type=int, default=4, metavar="N", help="segments fetched and decrypted at once (default 4)")
+    g.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="segments fetched and decrypted at once (default 4 over http(s), 1 for local files)")
     g.add_argument("--timeout", type=float, default=20.0, metavar="S", help="HTTP timeout in seconds (default 20)")
     g.add_argument("--retries", type=int, default=3, metavar="N", help="HTTP retries on transient errors (default 3)")
     g.add_argument("--no-media-check", action="store_true",
@@ -85,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_fetcher(args: argparse.Namespace) -> Fetcher:
-    if args.jobs < 1 or args.retries < 0 or args.timeout <= 0:
+    if (args.jobs is not None and args.jobs < 1) or args.retries < 0 or args.timeout <= 0:
         raise UsageError("--jobs must be at least 1, --retries at least 0, --timeout positive")
     return Fetcher(timeout=args.timeout, backoff=Backoff(attempts=args.retries + 1),
-                   allow_any_path=args.allow_any_path, pool_size=args.jobs)
+                   allow_any_path=args.allow_any_path, pool_size=max(args.jobs or 0, HTTP_JOBS))
 
 
 def make_key_chain(args: argparse.Namespace, fetcher: Fetcher) -> KeyChain:
@@ -129,7 +131,8 @@ def _run_decrypt(args: argparse.Namespace) -> int:
     try:
         result = decrypt(args.source, args.output, keys, fetcher=fetcher, variant=args.variant,
                          key_id_param=args.key_id_param, jobs=args.jobs,
-                         media_check=not args.no_media_check)
+                         media_check=not args.no_media_check,
+                         progress=Progress() if sys.stderr.isatty() and not args.quiet else None)
     finally:
         keys.close()
     where = "stdout" if args.output == "-" else args.output

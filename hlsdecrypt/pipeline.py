@@ -6,7 +6,7 @@ import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from .crypto import decrypt_cbc
 from .errors import DecryptError, FetchError, InputError
@@ -14,13 +14,33 @@ from .fetch import Fetcher
 from .keys import KeyChain
 from .media import start_problem
 from .output import open_output
-from .playlist import MasterPlaylist, MediaPlaylist, Part, Variant, choose_variant, parse
+from .playlist import MasterPlaylist, MediaPlaylist, Part, Variant, choose_variant, is_url, parse
 
 log = logging.getLogger("hlsdecrypt")
 
 MAX_MASTER_DEPTH = 3
+#: Parallel fetches for http(s) segments: enough to hide a server's latency. Local files are
+#: read and decrypted far faster than the output is written, so threads would only add memory.
+HTTP_JOBS = 4
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class ProgressSink(Protocol):
+    def start(self, parts: int) -> None: ...
+    def advance(self, size: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, parts: int) -> None:
+        pass
+
+    def advance(self, size: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -58,7 +78,11 @@ def _pick(master: MasterPlaylist, choice: str) -> Variant:
     return chosen
 
 
-def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jobs: int = 4,
+def default_jobs(playlist: MediaPlaylist) -> int:
+    return HTTP_JOBS if is_url(playlist.parts[0].uri) else 1
+
+
+def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jobs: int | None = None,
                 media_check: bool = True) -> Iterator[memoryview | bytes]:
     """The clear bytes of each part, in playlist order, fetched and decrypted ``jobs`` at a time.
 
@@ -80,22 +104,25 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jo
         except (FetchError, DecryptError, InputError) as exc:
             raise type(exc)(f"{part.label}: {exc}") from None
 
-    return ordered_map(clear, playlist.parts, jobs)
+    return ordered_map(clear, playlist.parts, jobs or default_jobs(playlist))
 
 
 def decrypt(source: str, output: str, keys: KeyChain, *, fetcher: Fetcher | None = None,
-            variant: str = "best", key_id_param: str | None = None, jobs: int = 4, media_check: bool = True,
-            on_part: Callable[[Part, int], None] | None = None) -> DecryptResult:
-    """Decrypt the HLS stream at ``source`` into one clear file ``output`` (``-`` for stdout)."""
-    fetcher = fetcher or Fetcher(pool_size=max(jobs, 1))
+            variant: str = "best", key_id_param: str | None = None, jobs: int | None = None, media_check: bool = True,
+            progress: ProgressSink | None = None) -> DecryptResult:
+    """Decrypt the HLS stream at ``source`` into one clear file ``output`` (``-`` for stdout).
+    """
+    fetcher = fetcher or Fetcher()
     playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
     written = 0
+    progress = progress or _NoProgress()
+    progress.start(len(playlist.parts))
     with open_output(output) as out:
-        for part, data in zip(playlist.parts, clear_parts(playlist, keys, fetcher, jobs=jobs, media_check=media_check)):
+        for data in clear_parts(playlist, keys, fetcher, jobs=jobs, media_check=media_check):
             out.write(data)
             written += len(data)
-            if on_part:
-                on_part(part, len(data))
+            progress.advance(len(data))
+    progress.finish()
     return DecryptResult(playlist, chosen, len(playlist.segments), written)
 
 

@@ -94,3 +94,20 @@ def test_backoff_is_capped_full_jitter():
     assert all(0 <= d <= c for d, c in zip(delays, [1, 2, 4, 4, 4]))
     backoff.wait(0.1, at_least=3.0)
     assert slept == [3.0]
+
+
+def test_progress_line_shows_parts_bytes_rate_and_eta():
+    import io
+
+    from hlsdecrypt.progress import Progress
+
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(stream, clock=lambda: now[0])
+    progress.start(10)
+    for _ in range(4):
+        now[0] += 1.0
+        progress.advance(5_000_000)
+    assert progress.line() == "4/10 parts  20.0 MB  5.0 MB/s  ETA 0:06"
+    progress.finish()
+    assert stream.getvalue().endswith("ETA 0:06\n")
