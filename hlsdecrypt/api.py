@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import requests
+from typing import TYPE_CHECKING
 
 from .credentials import Credentials
 from .crypto import DataKey
@@ -25,6 +25,9 @@ from .playlist import KeyRef
 from .ratelimit import RateLimiter
 from .retry import Backoff
 from .signer import sign_get
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -85,11 +88,11 @@ class ApiKeySource:
     backoff: Backoff = field(default_factory=lambda: Backoff(attempts=6, base=1.0, cap=30.0))
     limiter: RateLimiter | None = None
     name: str = ACTION
-    _session: requests.Session = field(default_factory=requests.Session, repr=False)
+    _session: requests.Session | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.limiter is None:
-            self.limiter = RateLimiter(self.rate, f"{self.credentials.access_key}@{urlsplit(self.endpoint).netloc}")
+        account = f"{self.credentials.access_key}@{urlsplit(self.endpoint).netloc}"
+        self._limiter = self.limiter or RateLimiter(self.rate, account)
 
     def __repr__(self) -> str:
         return f"ApiKeySource({self.endpoint}, region {self.region})"
@@ -125,8 +128,11 @@ class ApiKeySource:
                                   self.credentials.access_key, self.credentials.secret_key, self.region, SERVICE)
         url = f"{parts.scheme}://{parts.netloc}{path}?{query}"
         what = f"{ACTION} for KeyID {key_id}"
-        assert self.limiter is not None
-        self.limiter.acquire()
+        self._limiter.acquire()
+        import requests  # here, not at the top: runs without the API never pay for importing it
+
+        if self._session is None:
+            self._session = requests.Session()
         try:
             response = self._session.get(url, headers=headers, timeout=self.timeout)
         except requests.Timeout:

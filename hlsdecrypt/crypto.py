@@ -1,8 +1,8 @@
 """AES-128 keys and CBC decryption: the only module that imports the cipher.
 
-CBC decryption is parallel (P_i = D_K(C_i) XOR C_{i-1}), so it runs as one ECB pass over the
-whole segment followed by one XOR with the ciphertext shifted by a block. Both steps run at
-memory speed in pycryptodome, about ten times faster than its block-by-block ``MODE_CBC``.
+CBC decryption is parallel (P_i = D_K(C_i) XOR C_{i-1}), so it runs as one ECB pass over a
+chunk followed by one XOR with the ciphertext shifted by a block. Both steps run at memory
+speed in pycryptodome, about ten times faster than its block-by-block ``MODE_CBC``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from Crypto.Util.strxor import strxor
 from .errors import DecryptError
 
 BLOCK = 16
+Buffer = bytes | bytearray | memoryview
 
 
 class DataKey:
@@ -49,26 +50,45 @@ class DataKey:
     __str__ = __repr__
 
 
-def decrypt_cbc(data: bytes | bytearray | memoryview, key: DataKey, iv: bytes) -> memoryview:
-    """Decrypt AES-128-CBC and strip PKCS#7 padding; raise DecryptError if the result is not valid.
+class CbcDecryptor:
+    """Decrypts one AES-128-CBC message of ``size`` bytes in chunks, and strips its padding.
 
-    A wrong key or IV almost always shows up as invalid padding, which is why the padding is
-    checked byte by byte rather than trusted.
+    Chunks are multiples of 16 bytes; the last one ends the message and has its PKCS#7 padding
+    checked byte by byte (a wrong key almost always breaks it) and removed. Small chunks keep
+    the ciphertext, the clear bytes and the ECB pass in the CPU cache.
     """
-    size = len(data)
-    if size == 0 or size % BLOCK:
-        raise DecryptError(f"ciphertext length {size} is not a positive multiple of 16")
-    cipher_text = memoryview(data)
-    clear = bytearray(size)
-    AES.new(key.reveal(), AES.MODE_ECB).decrypt(cipher_text, output=clear)
-    out = memoryview(clear)
-    strxor(out[:BLOCK], iv, output=out[:BLOCK])
-    if size > BLOCK:
-        strxor(out[BLOCK:], cipher_text[:-BLOCK], output=out[BLOCK:])
-    pad_len = clear[-1]
-    if not 1 <= pad_len <= BLOCK or clear[-pad_len:] != bytes([pad_len]) * pad_len:
-        raise DecryptError("bad PKCS#7 padding (wrong key or IV?)")
-    return out[:-pad_len]
+
+    def __init__(self, key: DataKey, iv: bytes, size: int):
+        if size == 0 or size % BLOCK:
+            raise DecryptError(f"ciphertext length {size} is not a positive multiple of 16")
+        self._ecb = AES.new(key.reveal(), AES.MODE_ECB)
+        self._previous = bytes(iv)  # the block before the next chunk: the IV, then ciphertext
+        self._left = size
+
+    def update(self, cipher_text: Buffer, out: memoryview | None = None) -> memoryview:
+        """The clear bytes of the next chunk (into ``out`` when given, as long as the chunk)."""
+        cipher_text = memoryview(cipher_text)
+        size = len(cipher_text)
+        if size % BLOCK or size > self._left:
+            raise DecryptError(f"chunk of {size} bytes does not fit the message")
+        out = memoryview(bytearray(size)) if out is None else out[:size]
+        self._ecb.decrypt(cipher_text, output=out)
+        strxor(out[:BLOCK], self._previous, output=out[:BLOCK])
+        if size > BLOCK:
+            strxor(out[BLOCK:], cipher_text[:-BLOCK], output=out[BLOCK:])
+        self._left -= size
+        if self._left:
+            self._previous = bytes(cipher_text[-BLOCK:])
+            return out
+        pad_len = out[-1]
+        if not 1 <= pad_len <= BLOCK or out[-pad_len:] != bytes([pad_len]) * pad_len:
+            raise DecryptError("bad PKCS#7 padding (wrong key?)")
+        return out[:-pad_len]
+
+
+def decrypt_cbc(data: Buffer, key: DataKey, iv: bytes, out: memoryview | None = None) -> memoryview:
+    """Decrypt a whole AES-128-CBC message and strip its padding (see CbcDecryptor)."""
+    return CbcDecryptor(key, iv, len(data)).update(data, out)
 
 
 def encrypt_cbc(data: bytes, key: DataKey, iv: bytes) -> bytes:

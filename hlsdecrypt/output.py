@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
 import tempfile
+import threading
 from typing import BinaryIO, Iterator
 
 
@@ -39,3 +41,39 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class BackgroundWriter:
+    """Writes on a thread of its own, so that the disk and the cipher work at the same time.
+
+    At most ``depth`` chunks wait; a caller that reuses buffers needs ``depth + 2`` of them
+    (those waiting, the one being written, the one being filled). A write error surfaces at
+    the next ``write`` or at ``close``.
+    """
+
+    def __init__(self, out: BinaryIO, depth: int):
+        self._out = out
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hlsdecrypt-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self._error:
+            raise self._error
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait until everything queued is written; raise the writer's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error:
+            raise self._error
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.write(chunk)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
-from .crypto import decrypt_cbc
+from .crypto import CbcDecryptor, decrypt_cbc
 from .errors import DecryptError, FetchError, InputError
-from .fetch import Fetcher
+from .fetch import Buffer, Fetcher, Scratch
 from .keys import KeyChain
 from .media import start_problem
-from .output import open_output
+from .output import BackgroundWriter, open_output
 from .playlist import MasterPlaylist, MediaPlaylist, Part, Variant, choose_variant, is_url, parse
 
 log = logging.getLogger("hlsdecrypt")
@@ -22,6 +23,8 @@ MAX_MASTER_DEPTH = 3
 #: Parallel fetches for http(s) segments: enough to hide a server's latency. Local files are
 #: read and decrypted far faster than the output is written, so threads would only add memory.
 HTTP_JOBS = 4
+#: Chunks queued for the writer thread.
+WRITE_AHEAD = 4
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -79,32 +82,63 @@ def _pick(master: MasterPlaylist, choice: str) -> Variant:
 
 
 def default_jobs(playlist: MediaPlaylist) -> int:
-    return HTTP_JOBS if is_url(playlist.parts[0].uri) else 1
+    return HTTP_JOBS if is_url(playlist.uri) or is_url(playlist.parts[0].uri) else 1
 
 
 def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jobs: int | None = None,
-                media_check: bool = True) -> Iterator[memoryview | bytes]:
-    """The clear bytes of each part, in playlist order, fetched and decrypted ``jobs`` at a time.
+                media_check: bool = True) -> Iterator[tuple[Part, Iterable[Buffer]]]:
+    """Each part with its clear bytes, in playlist order.
 
-    With ``media_check``, decrypted bytes must begin like media (see ``media.start_problem``):
-    the only way to catch a wrong IV, which leaves the padding intact.
+    With one job, local files stream through small reused buffers (a chunk stays valid while
+    ``WRITE_AHEAD`` more are requested); otherwise whole parts are fetched and decrypted ``jobs`` at
+    a time. With ``media_check``, decrypted bytes must begin like media
+    (``media.start_problem``): the only way to catch a wrong IV, which leaves the padding intact.
     """
     keys.prefetch(playlist.parts)
+    jobs = jobs or default_jobs(playlist)
 
-    def clear(part: Part) -> memoryview | bytes:
-        try:
+    def check(part: Part, clear: memoryview) -> memoryview:
+        problem = media_check and start_problem(clear)
+        if problem:
+            raise DecryptError(problem)
+        return clear
+
+    def whole(part: Part) -> Buffer:
+        with _naming(part):
             data = fetcher.read(part.uri, part.byterange)
-            if part.key is None:
-                return data
-            plain = decrypt_cbc(data, keys.get(part.key), part.iv)
-            problem = media_check and start_problem(plain)
-            if problem:
-                raise DecryptError(problem)
-            return plain
-        except (FetchError, DecryptError, InputError) as exc:
-            raise type(exc)(f"{part.label}: {exc}") from None
+            return data if part.key is None else check(part, decrypt_cbc(data, keys.get(part.key), part.iv))
 
-    return ordered_map(clear, playlist.parts, jobs or default_jobs(playlist))
+    if jobs > 1:
+        for part, data in zip(playlist.parts, ordered_map(whole, playlist.parts, jobs)):
+            yield part, (data,)
+        return
+    cipher_scratch, clear_scratch = Scratch(WRITE_AHEAD + 2), Scratch(WRITE_AHEAD + 2)
+
+    def streamed(part: Part) -> Iterator[Buffer]:
+        with _naming(part):
+            if is_url(part.uri):
+                yield whole(part)
+                return
+            chunks = fetcher.read_chunks(part.uri, part.byterange, cipher_scratch)
+            if part.key is None:
+                yield from chunks
+                return
+            decryptor = CbcDecryptor(keys.get(part.key), part.iv, fetcher.local_size(part.uri, part.byterange))
+            for n, chunk in enumerate(chunks):
+                clear = decryptor.update(chunk, clear_scratch.view(len(chunk)))
+                yield check(part, clear) if n == 0 else clear
+
+    for part in playlist.parts:
+        yield part, streamed(part)
+
+
+@contextmanager
+def _naming(part: Part) -> Iterator[None]:
+    """Prefix segment-level errors with the part they concern."""
+    try:
+        yield
+    except (FetchError, DecryptError, InputError) as exc:
+        raise type(exc)(f"{part.label}: {exc}") from None
 
 
 def decrypt(source: str, output: str, keys: KeyChain, *, fetcher: Fetcher | None = None,
@@ -118,10 +152,17 @@ def decrypt(source: str, output: str, keys: KeyChain, *, fetcher: Fetcher | None
     progress = progress or _NoProgress()
     progress.start(len(playlist.parts))
     with open_output(output) as out:
-        for data in clear_parts(playlist, keys, fetcher, jobs=jobs, media_check=media_check):
-            out.write(data)
-            written += len(data)
-            progress.advance(len(data))
+        writer = BackgroundWriter(out, WRITE_AHEAD)
+        try:
+            for _, chunks in clear_parts(playlist, keys, fetcher, jobs=jobs, media_check=media_check):
+                size = 0
+                for chunk in chunks:
+                    writer.write(chunk)
+                    size += len(chunk)
+                written += size
+                progress.advance(size)
+        finally:
+            writer.close()
     progress.finish()
     return DecryptResult(playlist, chosen, len(playlist.segments), written)
 

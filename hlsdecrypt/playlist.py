@@ -57,6 +57,8 @@ class Part:
     byterange: ByteRange | None = None
     key: KeyRef | None = None
     iv: bytes | None = None  # the IV in force, explicit or implicit
+    duration: float = 0.0
+    discontinuity: bool = False  # an EXT-X-DISCONTINUITY precedes it
 
     @property
     def is_init(self) -> bool:
@@ -209,7 +211,8 @@ def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPl
         parts.append(Part(
             uri=seg_uri, line=seg_line, sequence=sequence,
             byterange=_byterange(segment.get("byterange"), seg_uri, range_ends, uri, seg_line),
-            key=key, iv=iv,
+            key=key, iv=iv, duration=float(segment.get("duration") or 0.0),
+            discontinuity=bool(segment.get("discontinuity")),
         ))
         sequence += 1
     return MediaPlaylist(uri, tuple(parts), bool(data["is_endlist"]))

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""hlsdecrypt against cat, openssl and ffmpeg on large local streams, plus HTTP and API runs.
+
+    python3 benchmarks/run.py                       # 720 MB stream, 3 rounds
+    python3 benchmarks/run.py --sizes 100,720,2000  # also shows that memory does not grow
+
+Streams are built by make_stream.py into bench-data/ (git-ignored) when missing. Each round
+runs every tool once, in turn, writing to the same disk; the table gives the median wall time,
+the peak RSS of the process tree, and whether the output's sha256 is the clear reference's
+(ffmpeg remuxes, so its bytes differ by design). Prints Markdown tables for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench-data"
+sys.path.insert(0, str(ROOT / "tests"))  # the loopback servers of the test suite
+
+
+def stream(mb: int) -> Path:
+    path = DATA / f"s{mb}"
+    if not (path / "clear.sha256").exists():
+        subprocess.run([sys.executable, str(ROOT / "benchmarks/make_stream.py"), str(path), "--mb", str(mb)], check=True)
+    return path
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a command and its children."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{cmd[0]} failed: {proc.stderr.read().decode()[-500:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def openssl_script(src: Path, out: Path) -> Path:
+    """One openssl process per segment, as a shell loop would do it."""
+    keys = json.loads((src / "keys.json").read_text())
+    lines, key, seq = ["set -e", f": > {out}"], None, 1000
+    for line in (src / "index.m3u8").read_text().splitlines():
+        if line.startswith("#EXT-X-KEY"):
+            key = keys[line.split('URI="')[1].split(".bin")[0]]
+        elif line and not line.startswith("#"):
+            lines.append(f"openssl enc -d -aes-128-cbc -K {key} -iv {seq:032x} -in {src / line} >> {out}")
+            seq += 1
+    script = out.with_suffix(".sh")
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+def local_table(src: Path, rounds: int, out_dir: Path) -> list[str]:
+    segs = sorted(src.glob("seg*.ts"))
+    size = sum(p.stat().st_size for p in segs)
+    out = out_dir / "out.bin"
+    tools = {
+        "cat (encrypted segments)": ["sh", "-c", f"cat {src}/seg*.ts > {out}"],
+        "hlsdecrypt": ["hlsdecrypt", "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"],
+        "openssl, one process per segment": ["sh", str(openssl_script(src, out_dir / "openssl"))],
+    }
+    if shutil.which("ffmpeg"):
+        tools["ffmpeg -c copy"] = ["ffmpeg", "-v", "error", "-y", "-allowed_extensions", "ALL", "-i",
+                                   str(src / "index.m3u8"), "-c", "copy", "-f", "mpegts", str(out)]
+    reference = (src / "clear.sha256").read_text().strip()
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
+    match: dict[str, str] = {}
+    for _ in range(rounds):
+        for name, cmd in tools.items():
+            out.unlink(missing_ok=True)
+            (out_dir / "openssl").unlink(missing_ok=True)
+            subprocess.run(["sync"])
+            runs[name].append(timed(cmd))
+            produced = out if out.exists() else out_dir / "openssl"
+            match[name] = "n/a" if name.startswith("cat") else ("yes" if sha256(produced) == reference else "no")
+    cat_wall = statistics.median(w for w, _ in runs["cat (encrypted segments)"])
+    rows = [f"Local stream: {len(segs)} segments, {size / 1e6:.0f} MB, {len(list(src.glob('key*.bin')))} keys; "
+            f"output to {out_dir}; median of {rounds} rounds", "",
+            "| tool | wall (s) | MB/s | × cat | peak RSS (MiB) | sha256 = clear reference |",
+            "|---|---:|---:|---:|---:|---|"]
+    for name, samples in runs.items():
+        wall = statistics.median(w for w, _ in samples)
+        rss = max(r for _, r in samples)
+        rows.append(f"| {name} | {wall:.2f} | {size / wall / 1e6:,.0f} | {wall / cat_wall:.2f} | {rss:.0f} | {match[name]} |")
+    return rows
+
+
+def memory_rows(sizes: list[int], out_dir: Path) -> list[str]:
+    rows = ["| stream | hlsdecrypt wall (s) | peak RSS (MiB) |", "|---|---:|---:|"]
+    for mb in sizes:
+        src = stream(mb)
+        out = out_dir / "out.bin"
+        out.unlink(missing_ok=True)
+        wall, rss = timed(["hlsdecrypt", "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"])
+        assert sha256(out) == (src / "clear.sha256").read_text().strip(), f"{mb} MB: output differs"
+        rows.append(f"| {mb} MB | {wall:.2f} | {rss:.0f} |")
+    return rows
+
+
+def http_rows(src: Path, out_dir: Path, latency: float) -> list[str]:
+    from servers import StaticServer
+
+    rows = [f"| HTTP, loopback, +{latency * 1000:.0f} ms per request | wall (s) | × one at a time |", "|---|---:|---:|"]
+    with StaticServer(src.parent, quiet=True) as server:
+        server.delay = latency
+        base = None
+        for jobs in (1, 4, 8):
+            out = out_dir / "out.bin"
+            wall, _ = timed(["hlsdecrypt", "decrypt", f"{server.url}/{src.name}/index.m3u8", "-o", str(out), "-q",
+                             "--jobs", str(jobs)])
+            assert sha256(out) == (src / "clear.sha256").read_text().strip()
+            base = base or wall
+            rows.append(f"| --jobs {jobs} | {wall:.2f} | {base / wall:.1f} |")
+    return rows
+
+
+def api_rows(src: Path, out_dir: Path) -> list[str]:
+    """Keys from the fake API at 1 request/s: fetching them should overlap with decrypting."""
+    from fake_volc import AK, SK, FakeLiveApi
+
+    keys = json.loads((src / "keys.json").read_text())
+    playlist = src / "index-api.m3u8"
+    text = (src / "index.m3u8").read_text()
+    for name in keys:
+        text = text.replace(f'URI="{name}.bin"', f'URI="https://kms.invalid/get?key_id={name}"')
+    playlist.write_text(text)
+    out = out_dir / "out.bin"
+    with tempfile.TemporaryDirectory() as cache, FakeLiveApi(keys, rate=1.0) as api:
+        env = {**os.environ, "VOLC_ACCESSKEY": AK, "VOLC_SECRETKEY": SK, "XDG_CACHE_HOME": cache,
+               "HLSDECRYPT_API_ENDPOINT": api.url}
+        local, _ = timed(["hlsdecrypt", "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"])
+        keys_only, _ = timed(["hlsdecrypt", "keys", str(playlist), "--key-source", "api",
+                              "--export", str(out_dir / "k.json"), "-q"], env)
+        time.sleep(1.1)  # the account's rate limit spans processes: let the last booking expire
+        both, _ = timed(["hlsdecrypt", "decrypt", str(playlist), "-o", str(out), "-q", "--key-source", "api"], env)
+        assert sha256(out) == (src / "clear.sha256").read_text().strip()
+    return ["| API key source (fake, 1 request/s) | wall (s) |", "|---|---:|",
+            f"| decrypt with local key files | {local:.2f} |",
+            f"| fetch the {len(keys)} keys only (`keys --export`) | {keys_only:.2f} |",
+            f"| decrypt with keys from the API | {both:.2f} |",
+            f"| sum of the two above, had they not overlapped | {local + keys_only:.2f} |"]
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    aes = "AES-NI" if " aes " in Path("/proc/cpuinfo").read_text() else "no AES-NI"
+    return f"{os.cpu_count()} cores, {cpu} ({aes}), Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=720, help="size of the main stream (default 720)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sizes", default="", help="comma-separated stream sizes in MB for the memory table")
+    ap.add_argument("--latency", type=float, default=0.05, help="seconds added per HTTP request (default 0.05)")
+    args = ap.parse_args()
+    src = stream(args.mb)
+    print(f"Machine: {machine()}\n")
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        out_dir = Path(tmp)
+        print("\n".join(local_table(src, args.rounds, out_dir)), end="\n\n")
+        if Path("/dev/shm").is_dir():  # memory, not disk: what each tool costs in CPU
+            with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+                print("\n".join(local_table(src, args.rounds, Path(shm))), end="\n\n")
+        if args.sizes:
+            print("\n".join(memory_rows([int(s) for s in args.sizes.split(",")], out_dir)), end="\n\n")
+        small = stream(100)
+        print("\n".join(http_rows(small, out_dir, args.latency)), end="\n\n")
+        print("\n".join(api_rows(src, out_dir)))
+
+
+if __name__ == "__main__":
+    main()
