@@ -9,7 +9,8 @@ from typing import Sequence
 
 from . import __version__
 from .crypto import DataKey
-from .errors import EXIT_INTERRUPTED, HlsDecryptError, UsageError
+from .encrypt import DEFAULT_KEY_URI, IV_MODES, encrypt
+from .errors import EXIT_INTERRUPTED, HlsDecryptError, UsageError, VerificationFailed
 from .fetch import Fetcher
 from .api import DEFAULT_ENDPOINT, DEFAULT_REGION, ApiKeySource, endpoint_from_env, region_for
 from .credentials import find_credentials
@@ -17,6 +18,8 @@ from .keys import KeyChain, KeyFile, KeySource, KeyUri, StaticKey
 from .keystore import KeyCache, write_keys
 from .pipeline import HTTP_JOBS, decrypt, load_media_playlist
 from .progress import Progress
+from .report import write_json, write_junit, write_table
+from .verify import verify
 from .retry import Backoff
 
 log = logging.getLogger("hlsdecrypt")
@@ -83,6 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("source", help="M3U8 playlist: a local path or an http(s) URL")
     k.add_argument("--export", metavar="FILE", help="fetch every key and write them to FILE (created 0600)")
     k.set_defaults(run=_run_keys)
+    v = sub.add_parser("verify", parents=[common, _fetch_options(), _key_options()],
+                       help="check, with evidence, that a stream is encrypted as it should be",
+                       description="Check a stream's encryption: coverage, ciphertext, decryption, keys, IVs, "
+                                   "and optionally a clear reference. Exit 0 when every check passes, 6 when any fails.")
+    v.add_argument("source", help="M3U8 playlist: a local path or an http(s) URL")
+    v.add_argument("--reference", metavar="CLEAR", help="a clear recording the decrypted stream must equal byte for byte")
+    v.add_argument("--expect-rotation", type=int, metavar="N", help="require a new key at least every N segments")
+    v.add_argument("--strict", action="store_true", help="reused IVs and plain-http key URIs fail instead of warn")
+    v.add_argument("--json", metavar="FILE", help="write the report as JSON (schema in the README)")
+    v.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML, one test case per check")
+    v.set_defaults(run=_run_verify)
+    e = sub.add_parser("encrypt", parents=[common, _fetch_options()],
+                       help="encrypt a clear stream (to build test streams)",
+                       description="AES-128 encrypt a clear HLS stream into OUTDIR, with keys.json beside it.")
+    e.add_argument("source", help="clear M3U8 playlist: a local path or an http(s) URL")
+    e.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="an empty or new folder")
+    e.add_argument("--rotate", type=int, default=0, metavar="N", help="a new key every N segments (default: one key)")
+    e.add_argument("--iv", choices=IV_MODES, default="implicit",
+                   help="implicit (the media sequence), explicit (random, per segment) or zero, as the live service")
+    e.add_argument("--key-uri", default=DEFAULT_KEY_URI, metavar="TEMPLATE",
+                   help="key URI: {n} is the key number, {key_id} a KeyID, e.g. "
+                        "'https://kms.example.com/get_hls_enc_key?key_id={key_id}' (default key{n}.bin, files)")
+    e.add_argument("--keys", metavar="FILE", help="use these keys (KeyID -> hex), in order, instead of random ones")
+    e.set_defaults(run=_run_encrypt)
     return parser
 
 
@@ -93,7 +120,7 @@ def make_fetcher(args: argparse.Namespace) -> Fetcher:
                    allow_any_path=args.allow_any_path, pool_size=max(args.jobs or 0, HTTP_JOBS))
 
 
-def make_key_chain(args: argparse.Namespace, fetcher: Fetcher) -> KeyChain:
+def make_key_chain(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_failure: bool = True) -> KeyChain:
     sources: list[KeySource] = []
     if args.key:
         try:
@@ -114,7 +141,8 @@ def make_key_chain(args: argparse.Namespace, fetcher: Fetcher) -> KeyChain:
                                     rate=args.api_rate, timeout=args.timeout))
     if args.key_source in ("auto", "uri"):
         sources.append(KeyUri(fetcher))
-    chain = KeyChain(sources, cache=KeyCache(args.key_cache) if args.key_cache else None)
+    chain = KeyChain(sources, cache=KeyCache(args.key_cache) if args.key_cache else None,
+                     stop_after_failure=stop_after_failure)
     log.debug("key sources, in order: %s", ", ".join(_describe(s) for s in chain.sources) or "none")
     return chain
 
@@ -164,6 +192,33 @@ def _run_keys(args: argparse.Namespace) -> int:
             keys.close()
         write_keys(args.export, exported)
         log.info("exported %d keys to %s", len(exported), args.export)
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    fetcher = make_fetcher(args)
+    keys = make_key_chain(args, fetcher, stop_after_failure=False)
+    try:
+        report = verify(args.source, keys, fetcher, variant=args.variant, key_id_param=args.key_id_param,
+                        reference=args.reference, expect_rotation=args.expect_rotation, strict=args.strict,
+                        jobs=args.jobs)
+    finally:
+        keys.close()
+    if not args.quiet:
+        write_table(report, sys.stdout)
+    if args.json:
+        write_json(report, args.json)
+    if args.junit:
+        write_junit(report, args.junit)
+    return VerificationFailed.exit_code if report.failed else 0
+
+
+def _run_encrypt(args: argparse.Namespace) -> int:
+    given = KeyFile(args.keys).keys if args.keys else None
+    result = encrypt(args.source, args.output, fetcher=make_fetcher(args), rotate=args.rotate, iv_mode=args.iv,
+                     key_uri=args.key_uri, given_keys=given, variant=args.variant)
+    log.info("wrote %s: %d segments under %d keys, keys in %s", result.playlist, result.segments, result.keys,
+             result.playlist.parent / "keys.json")
     return 0
 
 

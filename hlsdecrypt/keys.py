@@ -50,6 +50,10 @@ class KeyFile:
         except FileNotFoundError:
             raise UsageError(f"--keys {path}: no such file") from None
 
+    @property
+    def keys(self) -> dict[str, DataKey]:
+        return dict(self._keys)
+
     def lookup(self, ref: KeyRef) -> DataKey | None:
         for name in (ref.key_id, ref.uri, ref.resolved_uri):
             if name and name in self._keys:

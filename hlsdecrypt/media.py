@@ -72,3 +72,47 @@ def ts_sync_ratio(data: bytes | memoryview) -> float:
     if count == 0:
         return 0.0
     return bytes(view[0:count * TS_PACKET:TS_PACKET]).count(TS_SYNC) / count
+
+
+def structure_problem(clear: bytes | memoryview) -> str | None:
+    """Why clear bytes are not whole media — MPEG-TS packets throughout, or a chain of ISO BMFF
+    boxes that ends exactly at the end — or None. Packed audio (ADTS, ID3) is only start-checked."""
+    view = memoryview(clear)
+    if not len(view):
+        return "empty"
+    if view[0] == TS_SYNC:
+        count = len(view) // TS_PACKET
+        syncs = bytes(view[0:count * TS_PACKET:TS_PACKET])
+        lost = len(syncs) - len(syncs.lstrip(bytes([TS_SYNC])))
+        if lost < count:
+            return f"MPEG-TS sync lost at packet {lost} (byte {lost * TS_PACKET})"
+        if len(view) % TS_PACKET:
+            return f"{len(view)} bytes are not whole 188-byte TS packets"
+        return start_problem(view)
+    if _is_box(bytes(view[:16])):
+        return _box_chain_problem(view)
+    return start_problem(view)
+
+
+def _box_chain_problem(view: memoryview) -> str | None:
+    pos = 0
+    while pos < len(view):
+        if len(view) - pos < 8:
+            return f"{len(view) - pos} stray bytes after the last box"
+        size, kind = struct.unpack(">I4s", view[pos:pos + 8])
+        if size == 1 and len(view) - pos >= 16:
+            size = struct.unpack(">Q", view[pos + 8:pos + 16])[0]
+        elif size == 0:
+            size = len(view) - pos
+        if size < 8 or pos + size > len(view) or not all(0x20 < c < 0x7F for c in kind):
+            return f"broken box at byte {pos}"
+        pos += size
+    return None
+
+
+def looks_clear(data: bytes | memoryview) -> bool:
+    """Whether bytes labelled as ciphertext are in fact clear MPEG-TS or fMP4."""
+    view = memoryview(data)
+    if len(view) >= 2 * TS_PACKET and ts_sync_ratio(view) > 0.5:
+        return True
+    return _is_box(bytes(view[:16])) and _box_chain_problem(view) is None
