@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import posixpath
 import sys
 from typing import Sequence
+from urllib.parse import urlsplit
 
 from . import __version__
 from .crypto import DataKey
 from .encrypt import DEFAULT_KEY_URI, IV_MODES, encrypt
-from .errors import EXIT_INTERRUPTED, HlsDecryptError, UsageError, VerificationFailed
+from .errors import EXIT_INTERRUPTED, HlsDecryptError, SegmentError, UsageError, VerificationFailed
 from .fetch import Fetcher
 from .api import DEFAULT_ENDPOINT, DEFAULT_REGION, ApiKeySource, endpoint_from_env, region_for
 from .credentials import find_credentials
 from .keys import KeyChain, KeyFile, KeySource, KeyUri, StaticKey
 from .keystore import KeyCache, write_keys
-from .pipeline import HTTP_JOBS, decrypt, load_media_playlist
+from .pipeline import HTTP_JOBS, decrypt, decrypt_playlist, load_media_playlist
+from .playlist import MediaPlaylist, is_url
 from .progress import Progress
 from .report import write_json, write_junit, write_table
 from .verify import verify
@@ -76,8 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decrypt", parents=[common, _fetch_options(), _key_options()],
                        help="decrypt a stream into one clear file",
                        description="Decrypt an AES-128 HLS stream (playlist path or URL) into one clear file.")
-    d.add_argument("source", help="M3U8 playlist: a local path or an http(s) URL")
-    d.add_argument("-o", "--output", required=True, help="output file, or - for stdout")
+    d.add_argument("sources", nargs="*", metavar="SOURCE", help="M3U8 playlist: a local path or an http(s) URL")
+    d.add_argument("-o", "--output", help="output file, or - for stdout; a folder for several sources")
+    d.add_argument("--batch", metavar="FILE", help="decrypt many streams: one 'SOURCE OUTPUT' per line")
+    d.add_argument("--resume", action="store_true",
+                   help="keep a journal beside the partial output, and continue an interrupted run from it")
+    d.add_argument("--skip-missing", action="store_true",
+                   help="write what can be fetched, list the segments that could not, and exit 5")
     d.set_defaults(run=_run_decrypt)
     k = sub.add_parser("keys", parents=[common, _fetch_options(), _key_options()],
                        help="list a stream's keys (KeyIDs) and export them",
@@ -154,19 +163,97 @@ def _describe(source: KeySource) -> str:
 
 
 def _run_decrypt(args: argparse.Namespace) -> int:
+    items = _decrypt_items(args)
     fetcher = make_fetcher(args)
-    keys = make_key_chain(args, fetcher)
+    keys = make_key_chain(args, fetcher, stop_after_failure=len(items) == 1)
     try:
-        result = decrypt(args.source, args.output, keys, fetcher=fetcher, variant=args.variant,
-                         key_id_param=args.key_id_param, jobs=args.jobs,
-                         media_check=not args.no_media_check,
-                         progress=Progress() if sys.stderr.isatty() and not args.quiet else None)
+        if len(items) == 1 and not args.batch:
+            return _decrypt_one(args, items[0][0], items[0][1], keys, fetcher)
+        return _decrypt_batch(args, items, keys, fetcher)
     finally:
         keys.close()
-    where = "stdout" if args.output == "-" else args.output
-    log.info("wrote %d segments, %d bytes, %d keys to %s", result.segments, result.bytes_written,
-             len(keys.resolved), where)
+
+
+def _decrypt_items(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """(source, output) pairs; an output of None is named after its source, in the -o folder."""
+    if args.batch:
+        if args.sources:
+            raise UsageError("give sources on the command line or with --batch, not both")
+        try:
+            with open(args.batch, encoding="utf-8") as f:
+                rows = [line.split() for line in f if line.strip() and not line.lstrip().startswith("#")]
+        except OSError as exc:
+            raise UsageError(f"--batch {args.batch}: {exc.strerror}") from None
+        bad = next((n for n, row in enumerate(rows, 1) if len(row) != 2), None)
+        if bad:
+            raise UsageError(f"--batch {args.batch}: entry {bad} is not 'SOURCE OUTPUT'")
+        return [(source, output) for source, output in rows]
+    if not args.sources:
+        raise UsageError("decrypt needs a SOURCE (or --batch FILE)")
+    if not args.output:
+        raise UsageError("decrypt needs -o OUTPUT")
+    if len(args.sources) == 1:
+        return [(args.sources[0], args.output)]
+    if not os.path.isdir(args.output):
+        raise UsageError(f"-o {args.output}: with several sources, -o names an existing folder")
+    return [(source, None) for source in args.sources]
+
+
+def _decrypt_one(args: argparse.Namespace, source: str, output: str, keys: KeyChain, fetcher: Fetcher) -> int:
+    if args.resume and output == "-":
+        raise UsageError("--resume needs an output file, not stdout")
+    result = decrypt(source, output, keys, fetcher=fetcher, variant=args.variant, key_id_param=args.key_id_param,
+                     jobs=args.jobs, media_check=not args.no_media_check, resume=args.resume,
+                     skip_missing=args.skip_missing,
+                     progress=Progress() if sys.stderr.isatty() and not args.quiet else None)
+    where = "stdout" if output == "-" else output
+    log.info("wrote %d segments, %d bytes, %d keys to %s", result.segments - len(result.gaps),
+             result.bytes_written, len(keys.resolved), where)
+    if result.gaps:
+        log.error("error: %d of %d segments are missing from %s:", len(result.gaps), result.segments, where)
+        for gap in result.gaps:
+            log.error("  %s", gap)
+        return SegmentError.exit_code
     return 0
+
+
+def _decrypt_batch(args: argparse.Namespace, items: list[tuple[str, str | None]], keys: KeyChain,
+                   fetcher: Fetcher) -> int:
+    """Each stream in turn, with one key chain (so one cache and one rate limit); a failure
+    is reported and the others go on. Exit: 0, or the code of the first failure."""
+    failures: list[tuple[str, int]] = []
+    for n, (source, output) in enumerate(items, 1):
+        keys.next_stream()
+        try:
+            playlist, chosen = load_media_playlist(source, fetcher, variant=args.variant,
+                                                   key_id_param=args.key_id_param)
+            output = output or os.path.join(args.output, _output_name(source, playlist))
+            result = decrypt_playlist(playlist, output, keys, fetcher, variant=chosen, jobs=args.jobs,
+                                      media_check=not args.no_media_check, resume=args.resume,
+                                      skip_missing=args.skip_missing)
+        except HlsDecryptError as exc:
+            log.error("[%d/%d] FAILED %s: %s", n, len(items), source, exc)
+            failures.append((source, exc.exit_code))
+            continue
+        if result.gaps:
+            log.error("[%d/%d] FAILED %s: %d segments missing: %s", n, len(items), source, len(result.gaps),
+                      "; ".join(result.gaps))
+            failures.append((source, SegmentError.exit_code))
+            continue
+        log.info("[%d/%d] ok %s -> %s (%d segments, %d bytes)", n, len(items), source, output, result.segments,
+                 result.bytes_written)
+    log.log(logging.ERROR if failures else logging.INFO, "%d of %d streams decrypted%s", len(items) - len(failures),
+            len(items), f"; failed: {', '.join(s for s, _ in failures)}" if failures else "")
+    return failures[0][1] if failures else 0
+
+
+def _output_name(source: str, playlist: MediaPlaylist) -> str:
+    """``rec1/index.m3u8`` -> ``rec1.ts`` (``.mp4`` for fMP4): a playlist's name, or its folder's."""
+    path = urlsplit(source).path if is_url(source) else source
+    stem = posixpath.splitext(posixpath.basename(path.rstrip("/")))[0]
+    if stem in ("index", "playlist", "prog_index", "master", "") and posixpath.dirname(path):
+        stem = posixpath.basename(posixpath.dirname(path)) or stem
+    return f"{stem or 'stream'}{'.mp4' if any(p.is_init for p in playlist.parts) else '.ts'}"
 
 
 def _run_keys(args: argparse.Namespace) -> int:

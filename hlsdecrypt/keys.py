@@ -105,6 +105,20 @@ class KeyChain:
     def get(self, ref: KeyRef) -> DataKey:
         return self._future(ref, None).result()
 
+    def peek(self, ref: KeyRef) -> bytes | None:
+        """The key of ``ref`` if already resolved, without waiting: for fingerprints in journals."""
+        found = self.resolved.get(ref.identity)
+        return found[1].reveal() if found else None
+
+    def next_stream(self) -> None:
+        """Between the streams of a batch: forget failures and keys not resolved yet; keep the rest."""
+        with self._lock:
+            self._failed = None
+            for identity, future in list(self._futures.items()):
+                if not future.done() or future.exception() is not None:
+                    future.cancel()
+                    del self._futures[identity]
+
     def close(self) -> None:
         for future in self._futures.values():
             future.cancel()

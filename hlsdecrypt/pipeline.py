@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from .crypto import CbcDecryptor, decrypt_cbc
@@ -14,7 +16,7 @@ from .errors import DecryptError, FetchError, InputError
 from .fetch import Buffer, Fetcher, Scratch
 from .keys import KeyChain
 from .media import start_problem
-from .output import BackgroundWriter, open_output
+from .output import BackgroundWriter, Output, key_fingerprint
 from .playlist import MasterPlaylist, MediaPlaylist, Part, Variant, choose_variant, is_url, parse
 
 log = logging.getLogger("hlsdecrypt")
@@ -52,6 +54,8 @@ class DecryptResult:
     variant: Variant | None
     segments: int
     bytes_written: int
+    resumed_after: int = 0  # parts an earlier run had written
+    gaps: tuple[str, ...] = ()  # parts skipped by skip_missing, with why
 
 
 def load_media_playlist(source: str, fetcher: Fetcher, *, variant: str = "best",
@@ -85,16 +89,21 @@ def default_jobs(playlist: MediaPlaylist) -> int:
     return HTTP_JOBS if is_url(playlist.uri) or is_url(playlist.parts[0].uri) else 1
 
 
-def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jobs: int | None = None,
-                media_check: bool = True) -> Iterator[tuple[Part, Iterable[Buffer]]]:
-    """Each part with its clear bytes, in playlist order.
+def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, start: int = 0,
+                jobs: int | None = None, media_check: bool = True,
+                gaps: list[str] | None = None) -> Iterator[tuple[Part, Iterable[Buffer]]]:
+    """Each part from ``start`` on with its clear bytes, in playlist order.
+
+    With ``gaps`` given, a part that cannot be fetched is skipped (it yields no bytes) and
+    recorded there; otherwise its FetchError ends the run.
 
     With one job, local files stream through small reused buffers (a chunk stays valid while
     ``WRITE_AHEAD`` more are requested); otherwise whole parts are fetched and decrypted ``jobs`` at
     a time. With ``media_check``, decrypted bytes must begin like media
     (``media.start_problem``): the only way to catch a wrong IV, which leaves the padding intact.
     """
-    keys.prefetch(playlist.parts)
+    parts = playlist.parts[start:]
+    keys.prefetch(parts)
     jobs = jobs or default_jobs(playlist)
 
     def check(part: Part, clear: memoryview) -> memoryview:
@@ -103,32 +112,49 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, jo
             raise DecryptError(problem)
         return clear
 
-    def whole(part: Part) -> Buffer:
+    def fetch_or_skip(fetch: Callable[[], T], part: Part) -> T | None:
+        try:
+            return fetch()
+        except FetchError as exc:
+            if gaps is None:
+                raise
+            gaps.append(f"{part.label}: {exc}")
+            log.warning("skipping %s: %s", part.label, exc)
+            return None
+
+    def whole(part: Part) -> Buffer | None:
         with _naming(part):
-            data = fetcher.read(part.uri, part.byterange)
-            return data if part.key is None else check(part, decrypt_cbc(data, keys.get(part.key), part.iv))
+            data = fetch_or_skip(lambda: fetcher.read(part.uri, part.byterange), part)
+            if data is None or part.key is None:
+                return data
+            return check(part, decrypt_cbc(data, keys.get(part.key), part.iv))
 
     if jobs > 1:
-        for part, data in zip(playlist.parts, ordered_map(whole, playlist.parts, jobs)):
-            yield part, (data,)
+        for part, data in zip(parts, ordered_map(whole, parts, jobs)):
+            yield part, (data,) if data is not None else ()
         return
     cipher_scratch, clear_scratch = Scratch(WRITE_AHEAD + 2), Scratch(WRITE_AHEAD + 2)
 
     def streamed(part: Part) -> Iterator[Buffer]:
         with _naming(part):
             if is_url(part.uri):
-                yield whole(part)
+                data = whole(part)
+                if data is not None:
+                    yield data
+                return
+            size = fetch_or_skip(lambda: fetcher.local_size(part.uri, part.byterange), part)
+            if size is None:
                 return
             chunks = fetcher.read_chunks(part.uri, part.byterange, cipher_scratch)
             if part.key is None:
                 yield from chunks
                 return
-            decryptor = CbcDecryptor(keys.get(part.key), part.iv, fetcher.local_size(part.uri, part.byterange))
+            decryptor = CbcDecryptor(keys.get(part.key), part.iv, size)
             for n, chunk in enumerate(chunks):
                 clear = decryptor.update(chunk, clear_scratch.view(len(chunk)))
                 yield check(part, clear) if n == 0 else clear
 
-    for part in playlist.parts:
+    for part in parts:
         yield part, streamed(part)
 
 
@@ -143,28 +169,67 @@ def _naming(part: Part) -> Iterator[None]:
 
 def decrypt(source: str, output: str, keys: KeyChain, *, fetcher: Fetcher | None = None,
             variant: str = "best", key_id_param: str | None = None, jobs: int | None = None, media_check: bool = True,
-            progress: ProgressSink | None = None) -> DecryptResult:
+            progress: ProgressSink | None = None, resume: bool = False, skip_missing: bool = False) -> DecryptResult:
     """Decrypt the HLS stream at ``source`` into one clear file ``output`` (``-`` for stdout).
+
+    ``resume`` continues an earlier run's partial output when its plan and keys are unchanged
+    (and keeps a failed run's partial output for that); ``skip_missing`` writes what can be
+    fetched and reports the rest in ``DecryptResult.gaps``.
     """
     fetcher = fetcher or Fetcher()
     playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
-    written = 0
+    return decrypt_playlist(playlist, output, keys, fetcher, variant=chosen, jobs=jobs, media_check=media_check,
+                            progress=progress, resume=resume, skip_missing=skip_missing)
+
+
+def decrypt_playlist(playlist: MediaPlaylist, output: str, keys: KeyChain, fetcher: Fetcher, *,
+                     variant: Variant | None = None, jobs: int | None = None, media_check: bool = True,
+                     progress: ProgressSink | None = None, resume: bool = False,
+                     skip_missing: bool = False) -> DecryptResult:
+    """``decrypt`` for a playlist already loaded (by ``load_media_playlist`` with this ``fetcher``)."""
+    gaps: list[str] | None = [] if skip_missing else None
     progress = progress or _NoProgress()
-    progress.start(len(playlist.parts))
-    with open_output(output) as out:
-        writer = BackgroundWriter(out, WRITE_AHEAD)
+    with Output(output, plan_fingerprint(playlist), resume=resume) as out:
+        if out.resumed and not _same_keys(out, playlist, keys):
+            log.warning("the keys differ from the interrupted run's: starting over")
+            out.restart()
+        resumed_after = out.parts_done
+        if resumed_after:
+            log.info("resuming after %d of %d parts (%d bytes)", resumed_after, len(playlist.parts), out.bytes_done)
+        progress.start(len(playlist.parts) - resumed_after)
+        writer = BackgroundWriter(out.file, WRITE_AHEAD)
         try:
-            for _, chunks in clear_parts(playlist, keys, fetcher, jobs=jobs, media_check=media_check):
+            for part, chunks in clear_parts(playlist, keys, fetcher, start=resumed_after, jobs=jobs,
+                                            media_check=media_check, gaps=gaps):
                 size = 0
                 for chunk in chunks:
                     writer.write(chunk)
                     size += len(chunk)
-                written += size
+                key = keys.peek(part.key) if part.key else None
+                writer.call(partial(out.part_written, size, part.key and part.key.identity, key))
                 progress.advance(size)
         finally:
             writer.close()
+        written = out.bytes_done
     progress.finish()
-    return DecryptResult(playlist, chosen, len(playlist.segments), written)
+    return DecryptResult(playlist, variant, len(playlist.segments), written, resumed_after, tuple(gaps or ()))
+
+
+def plan_fingerprint(playlist: MediaPlaylist) -> str:
+    """Changes whenever the parts, their order, byte ranges, keys or IVs do."""
+    digest = hashlib.sha256()
+    for p in playlist.parts:
+        digest.update(repr((p.uri, p.byterange, p.key and p.key.identity, p.iv, p.sequence)).encode())
+    return digest.hexdigest()
+
+
+def _same_keys(out: Output, playlist: MediaPlaylist, keys: KeyChain) -> bool:
+    """Whether the keys the earlier run used, where still needed, are the ones we get now."""
+    for part in playlist.parts[out.parts_done:]:
+        if part.key and part.key.identity in out.keys:
+            if key_fingerprint(keys.get(part.key).reveal()) != out.keys.pop(part.key.identity):
+                return False
+    return True
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:
