@@ -126,7 +126,8 @@ def make_fetcher(args: argparse.Namespace) -> Fetcher:
     if (args.jobs is not None and args.jobs < 1) or args.retries < 0 or args.timeout <= 0:
         raise UsageError("--jobs must be at least 1, --retries at least 0, --timeout positive")
     return Fetcher(timeout=args.timeout, backoff=Backoff(attempts=args.retries + 1),
-                   allow_any_path=args.allow_any_path, pool_size=max(args.jobs or 0, HTTP_JOBS))
+                   allow_any_path=args.allow_any_path,
+                   pool_size=max(args.jobs or 0, HTTP_JOBS) + 2)  # the key thread fetches too
 
 
 def make_key_chain(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_failure: bool = True) -> KeyChain:

@@ -195,6 +195,8 @@ def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPl
     sequence = data["media_sequence"]
     for segment in data["segments"]:
         seg_line = _uri_line(lines, segment.get("_line", 0))
+        if not segment.get("uri"):
+            raise InputError(f"{uri}: line {segment.get('_line', 0)}: segment tags with no URI after them")
         key = _key_ref(segment.get("key"), keys, uri, key_id_param)
         iv = _iv_for(key, sequence)
         init = segment.get("init_section")
@@ -290,6 +292,8 @@ def _iv_for(key: KeyRef | None, sequence: int) -> bytes | None:
 
 
 _BYTERANGE = re.compile(r"(\d{1,15})(?:@(\d{1,15}))?")
+#: No HLS part is this large; a byte range claiming more is an error, not an allocation.
+MAX_PART = 1 << 31
 
 
 def _byterange(text: str | None, part_uri: str, ends: dict[str, int], uri: str, line: int) -> ByteRange | None:
@@ -299,6 +303,8 @@ def _byterange(text: str | None, part_uri: str, ends: dict[str, int], uri: str, 
     if not match or int(match.group(1)) == 0:
         raise InputError(f"{uri}: line {line}: bad BYTERANGE {text!r}")
     length = int(match.group(1))
+    if length > MAX_PART:
+        raise InputError(f"{uri}: line {line}: BYTERANGE length {length} is larger than any segment (2 GiB at most)")
     if match.group(2) is not None:
         offset = int(match.group(2))
     elif part_uri in ends:

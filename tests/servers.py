@@ -12,13 +12,18 @@ from urllib.parse import unquote, urlsplit
 
 
 class StaticServer:
-    """Serves a folder. ``ignore_range`` answers 200 with the whole file, as some CDNs do;
-    ``faults`` maps a path to a list of HTTP statuses to answer before serving it normally."""
+    """Serves a folder. ``ignore_range`` answers 200 with the whole file, as some CDNs do.
+
+    ``faults`` maps a path to the faults to inject, one per request, before serving it
+    normally: an HTTP status (429 comes with ``Retry-After: 1``), ``"drop"`` (close the
+    connection without an answer), ``"truncate"`` (announce the whole length, send half, close)
+    or ``"slow"`` (answer after ``slow_seconds``)."""
 
     def __init__(self, root: Path, *, ignore_range: bool = False, quiet: bool = False):
         self.root = root
         self.ignore_range = ignore_range
         self.delay = 0.0  # seconds added to every answer, like a distant server
+        self.slow_seconds = 3.0
         self.hits: Counter[str] = Counter()
         self.faults: dict[str, list[int]] = {}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -55,12 +60,25 @@ class StaticServer:
                 if server.delay:
                     time.sleep(server.delay)
                 pending = server.faults.get(path)
-                if pending:
-                    return self._send(pending.pop(0), b"fault")
+                fault = pending.pop(0) if pending else None
+                if isinstance(fault, int):
+                    return self._send(fault, b"fault", {"Retry-After": "1"} if fault == 429 else None)
+                if fault == "drop":
+                    self.close_connection = True
+                    return
                 file = (server.root / path.lstrip("/")).resolve()
                 if not file.is_file() or server.root.resolve() not in file.parents:
                     return self._send(404, b"not found")
                 body = file.read_bytes()
+                if fault == "truncate":
+                    self.close_connection = True
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[:len(body) // 2])
+                    return
+                if fault == "slow":
+                    time.sleep(server.slow_seconds)
                 match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
                 if match and not server.ignore_range:
                     start, end = int(match.group(1)), min(int(match.group(2)), len(body) - 1)
