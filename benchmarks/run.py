@@ -28,6 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench-data"
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback servers of the test suite
+#: The hlsdecrypt measured is the one beside this script, whatever is installed.
+HLSDECRYPT = [sys.executable, "-m", "hlsdecrypt"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def stream(mb: int) -> Path:
@@ -40,7 +43,7 @@ def stream(mb: int) -> Path:
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of a command and its children."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env or ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -78,7 +81,7 @@ def local_table(src: Path, rounds: int, out_dir: Path) -> list[str]:
     out = out_dir / "out.bin"
     tools = {
         "cat (encrypted segments)": ["sh", "-c", f"cat {src}/seg*.ts > {out}"],
-        "hlsdecrypt": ["hlsdecrypt", "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"],
+        "hlsdecrypt": [*HLSDECRYPT, "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"],
         "openssl, one process per segment": ["sh", str(openssl_script(src, out_dir / "openssl"))],
     }
     if shutil.which("ffmpeg"):
@@ -113,7 +116,7 @@ def memory_rows(sizes: list[int], out_dir: Path) -> list[str]:
         src = stream(mb)
         out = out_dir / "out.bin"
         out.unlink(missing_ok=True)
-        wall, rss = timed(["hlsdecrypt", "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"])
+        wall, rss = timed([*HLSDECRYPT, "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"])
         assert sha256(out) == (src / "clear.sha256").read_text().strip(), f"{mb} MB: output differs"
         rows.append(f"| {mb} MB | {wall:.2f} | {rss:.0f} |")
     return rows
@@ -128,7 +131,7 @@ def http_rows(src: Path, out_dir: Path, latency: float) -> list[str]:
         base = None
         for jobs in (1, 4, 8):
             out = out_dir / "out.bin"
-            wall, _ = timed(["hlsdecrypt", "decrypt", f"{server.url}/{src.name}/index.m3u8", "-o", str(out), "-q",
+            wall, _ = timed([*HLSDECRYPT, "decrypt", f"{server.url}/{src.name}/index.m3u8", "-o", str(out), "-q",
                              "--jobs", str(jobs)])
             assert sha256(out) == (src / "clear.sha256").read_text().strip()
             base = base or wall
@@ -148,13 +151,13 @@ def api_rows(src: Path, out_dir: Path) -> list[str]:
     playlist.write_text(text)
     out = out_dir / "out.bin"
     with tempfile.TemporaryDirectory() as cache, FakeLiveApi(keys, rate=1.0) as api:
-        env = {**os.environ, "VOLC_ACCESSKEY": AK, "VOLC_SECRETKEY": SK, "XDG_CACHE_HOME": cache,
+        env = {**ENV, "VOLC_ACCESSKEY": AK, "VOLC_SECRETKEY": SK, "XDG_CACHE_HOME": cache,
                "HLSDECRYPT_API_ENDPOINT": api.url}
-        local, _ = timed(["hlsdecrypt", "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"])
-        keys_only, _ = timed(["hlsdecrypt", "keys", str(playlist), "--key-source", "api",
+        local, _ = timed([*HLSDECRYPT, "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"])
+        keys_only, _ = timed([*HLSDECRYPT, "keys", str(playlist), "--key-source", "api",
                               "--export", str(out_dir / "k.json"), "-q"], env)
         time.sleep(1.1)  # the account's rate limit spans processes: let the last booking expire
-        both, _ = timed(["hlsdecrypt", "decrypt", str(playlist), "-o", str(out), "-q", "--key-source", "api"], env)
+        both, _ = timed([*HLSDECRYPT, "decrypt", str(playlist), "-o", str(out), "-q", "--key-source", "api"], env)
         assert sha256(out) == (src / "clear.sha256").read_text().strip()
     return ["| API key source (fake, 1 request/s) | wall (s) |", "|---|---:|",
             f"| decrypt with local key files | {local:.2f} |",
@@ -176,7 +179,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sizes", default="", help="comma-separated stream sizes in MB for the memory table")
     ap.add_argument("--latency", type=float, default=0.05, help="seconds added per HTTP request (default 0.05)")
+    ap.add_argument("--data", type=Path, default=DATA, help=f"where the generated streams live (default {DATA})")
     args = ap.parse_args()
+    globals()["DATA"] = args.data
     src = stream(args.mb)
     print(f"Machine: {machine()}\n")
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
