@@ -60,7 +60,7 @@ def _fetch_options() -> argparse.ArgumentParser:
     g = p.add_argument_group("fetching")
     g.add_argument("--variant", default="best", help="master playlists: best, worst or an index from 0 (default best)")
     g.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="segments fetched and decrypted at once (default 4 over http(s), 1 for local files)")
+                   help="segments fetched and decrypted at once (default 6 over http(s), 1 for local files)")
     g.add_argument("--timeout", type=float, default=20.0, metavar="S", help="HTTP timeout in seconds (default 20)")
     g.add_argument("--retries", type=int, default=3, metavar="N", help="HTTP retries on transient errors (default 3)")
     g.add_argument("--no-media-check", action="store_true",

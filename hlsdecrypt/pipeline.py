@@ -22,9 +22,10 @@ from .playlist import MasterPlaylist, MediaPlaylist, Part, Variant, choose_varia
 log = logging.getLogger("hlsdecrypt")
 
 MAX_MASTER_DEPTH = 3
-#: Parallel fetches for http(s) segments: enough to hide a server's latency. Local files are
-#: read and decrypted far faster than the output is written, so threads would only add memory.
-HTTP_JOBS = 4
+#: Parallel fetches for http(s) segments: enough to hide a server's latency, and no more
+#: connections than a browser opens to one host. Local files stream on one thread (plus the
+#: writer's): more would only hold more segments in memory.
+HTTP_JOBS = 6
 #: Chunks queued for the writer thread.
 WRITE_AHEAD = 4
 T = TypeVar("T")
