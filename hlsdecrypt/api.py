@@ -51,9 +51,12 @@ def region_for(endpoint: str) -> str:
     return REGIONS.get(urlsplit(endpoint).hostname or "", DEFAULT_REGION)
 
 
+FLOW_LIMIT_MARKS = ("flowlimit", "ratelimit", "toomanyrequests", "limitexceeded")
+
+
 def _is_flow_limit(code: str) -> bool:
-    lowered = code.lower()
-    return "flowlimit" in lowered or "ratelimit" in lowered or "toomanyrequests" in lowered or "limitexceeded" in lowered
+    """The common flow-limit codes vary (AccountFlowLimitExceeded, RequestLimitExceeded, ...)."""
+    return any(mark in code.lower() for mark in FLOW_LIMIT_MARKS)
 
 
 def decode_data_key(value: object, key_id: str) -> DataKey:

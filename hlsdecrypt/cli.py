@@ -11,20 +11,20 @@ from typing import Sequence
 from urllib.parse import urlsplit
 
 from . import __version__
+from .api import DEFAULT_ENDPOINT, DEFAULT_REGION, ApiKeySource, endpoint_from_env, region_for
+from .credentials import find_credentials
 from .crypto import DataKey
 from .encrypt import DEFAULT_KEY_URI, IV_MODES, encrypt
 from .errors import EXIT_INTERRUPTED, HlsDecryptError, SegmentError, UsageError, VerificationFailed
 from .fetch import Fetcher
-from .api import DEFAULT_ENDPOINT, DEFAULT_REGION, ApiKeySource, endpoint_from_env, region_for
-from .credentials import find_credentials
 from .keys import KeyChain, KeyFile, KeySource, KeyUri, StaticKey
 from .keystore import KeyCache, write_keys
 from .pipeline import HTTP_JOBS, decrypt, decrypt_playlist, load_media_playlist
 from .playlist import MediaPlaylist, is_url
 from .progress import Progress
 from .report import write_json, write_junit, write_table
-from .verify import verify
 from .retry import Backoff
+from .verify import verify
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -98,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", parents=[common, _fetch_options(), _key_options()],
                        help="check, with evidence, that a stream is encrypted as it should be",
                        description="Check a stream's encryption: coverage, ciphertext, decryption, keys, IVs, "
-                                   "and optionally a clear reference. Exit 0 when every check passes, 6 when any fails.")
+                                   "and optionally a clear reference. Exit 0 when no check fails, 6 when any does.")
     v.add_argument("source", help="M3U8 playlist: a local path or an http(s) URL")
-    v.add_argument("--reference", metavar="CLEAR", help="a clear recording the decrypted stream must equal byte for byte")
+    v.add_argument("--reference", metavar="CLEAR",
+                   help="a clear recording that the decrypted stream must equal byte for byte")
     v.add_argument("--expect-rotation", type=int, metavar="N", help="require a new key at least every N segments")
     v.add_argument("--strict", action="store_true", help="reused IVs and plain-http key URIs fail instead of warn")
     v.add_argument("--json", metavar="FILE", help="write the report as JSON (schema in the README)")

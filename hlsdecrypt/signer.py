@@ -57,7 +57,8 @@ def sign_get(netloc: str, path: str, params: Iterable[tuple[str, str]], access_k
     signed = {"host": canonical_host(netloc), "x-content-sha256": EMPTY_SHA256, "x-date": x_date}
     scope = credential_scope(x_date[:8], region, service)
     to_sign = string_to_sign(x_date, scope, canonical_request("GET", path, query, signed, EMPTY_SHA256))
-    signature = hmac.new(signing_key(secret_key, x_date[:8], region, service), to_sign.encode(), hashlib.sha256).hexdigest()
+    key = signing_key(secret_key, x_date[:8], region, service)
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     headers = {
         "Host": signed["host"],
         "X-Date": x_date,

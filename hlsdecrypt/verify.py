@@ -20,7 +20,7 @@ from .fetch import Buffer, Fetcher
 from .keys import KeyChain
 from .media import looks_clear, structure_problem
 from .pipeline import default_jobs, load_media_playlist, ordered_map
-from .playlist import MediaPlaylist, Part, Variant
+from .playlist import MediaPlaylist, Part
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 CHECKS = ("coverage", "ciphertext", "decryption", "key-availability", "key-rotation", "key-reuse", "iv-reuse",
