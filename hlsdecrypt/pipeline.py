@@ -124,7 +124,7 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
             return None
 
     def whole(part: Part) -> Buffer | None:
-        with _naming(part):
+        with errors_about(part):
             data = fetch_or_skip(lambda: fetcher.read(part.uri, part.byterange), part)
             if data is None or part.key is None:
                 return data
@@ -137,7 +137,7 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
     cipher_scratch, clear_scratch = Scratch(WRITE_AHEAD + 2), Scratch(WRITE_AHEAD + 2)
 
     def streamed(part: Part) -> Iterator[Buffer]:
-        with _naming(part):
+        with errors_about(part):
             if is_url(part.uri):
                 data = whole(part)
                 if data is not None:
@@ -160,7 +160,7 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
 
 
 @contextmanager
-def _naming(part: Part) -> Iterator[None]:
+def errors_about(part: Part) -> Iterator[None]:
     """Prefix segment-level errors with the part they concern."""
     try:
         yield

@@ -19,7 +19,7 @@ from .errors import DecryptError, KeyUnavailable, UsageError
 from .fetch import Buffer, Fetcher
 from .keys import KeyChain
 from .media import looks_clear, structure_problem
-from .pipeline import default_jobs, load_media_playlist, ordered_map
+from .pipeline import default_jobs, errors_about, load_media_playlist, ordered_map
 from .playlist import MediaPlaylist, Part
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
@@ -83,8 +83,11 @@ def verify(source: str, keys: KeyChain, fetcher: Fetcher, *, variant: str = "bes
     seen = _Observed()
     ref_file = _open_reference(reference)
     try:
-        raw_parts = ordered_map(lambda p: fetcher.read(p.uri, p.byterange), playlist.parts,
-                                jobs or default_jobs(playlist))
+        def fetch(part: Part) -> Buffer:
+            with errors_about(part):
+                return fetcher.read(part.uri, part.byterange)
+
+        raw_parts = ordered_map(fetch, playlist.parts, jobs or default_jobs(playlist))
         previous: Part | None = None
         for part, raw in zip(playlist.parts, raw_parts):
             clear = _observe(part, raw, previous, keys, seen)

@@ -250,3 +250,16 @@ def test_rate_limiter_spaces_sends_by_the_interval(tmp_path):
     for _ in range(3):
         limiter.acquire()
     assert slept == [0.55, 0.55]  # 1/rate plus the safety margin
+
+
+def test_verify_names_a_key_id_the_api_does_not_know(run, fast_api, tmp_path):
+    unknown = list(KEYS)[2]
+    del fast_api.keys[unknown]
+    report = tmp_path / "report.json"
+    code, _ = run("verify", LIVE / "index.m3u8", "--key-source", "api", "--api-endpoint", fast_api.url,
+                  "--api-rate", "20", "--json", report, "-q")
+    assert code == 6
+    checks = {c["name"]: c for c in json.loads(report.read_text())["checks"]}
+    assert {n for n, c in checks.items() if c["status"] == "fail"} == {"key-availability"}
+    (evidence,) = checks["key-availability"]["evidence"]
+    assert f"KeyID {unknown}" in evidence and "ResourceNotFound" in evidence and "RequestId" in evidence

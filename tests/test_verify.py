@@ -236,3 +236,9 @@ def test_terminal_table_shows_each_check_and_the_evidence(capsys):
     out = capsys.readouterr().out
     assert "coverage          FAIL  3 of 6 parts are not encrypted" in out
     assert "segment 20 (line 6): clear" in out and out.rstrip().endswith("result: FAIL")
+
+
+def test_a_segment_that_cannot_be_read_is_named_and_exits_5(run, fixtures):
+    (fixtures / "implicit_iv/seg1.ts").unlink()
+    code, err = run("verify", fixtures / "implicit_iv/index.m3u8")
+    assert code == 5 and "segment 8 (line 9)" in err and "seg1.ts" in err
