@@ -140,6 +140,9 @@ def make_key_chain(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_fai
             raise UsageError("--key wants 32 hex digits") from None
     if args.keys:
         sources.append(KeyFile(args.keys))
+    cache = KeyCache(args.key_cache) if args.key_cache else None
+    if cache:
+        sources.append(cache)
     credentials = find_credentials(args.credentials) if args.key_source in ("auto", "api") else None
     if args.key_source == "api" and credentials is None:
         raise UsageError("--key-source api needs access keys: set VOLC_ACCESSKEY and VOLC_SECRETKEY, "
@@ -152,8 +155,7 @@ def make_key_chain(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_fai
                                     rate=args.api_rate, timeout=args.timeout))
     if args.key_source in ("auto", "uri"):
         sources.append(KeyUri(fetcher))
-    chain = KeyChain(sources, cache=KeyCache(args.key_cache) if args.key_cache else None,
-                     stop_after_failure=stop_after_failure)
+    chain = KeyChain(sources, cache=cache, stop_after_failure=stop_after_failure)
     log.debug("key sources, in order: %s", ", ".join(_describe(s) for s in chain.sources) or "none")
     return chain
 

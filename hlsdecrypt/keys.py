@@ -82,9 +82,11 @@ class KeyUri:
 class KeyChain:
     """Asks each source in turn for each distinct key (by KeyID, else by key URI), once."""
 
-    def __init__(self, sources: Iterable[KeySource], cache: KeyCache | None = None, *,
+    def __init__(self, sources: Iterable[KeySource], *, cache: KeyCache | None = None,
                  stop_after_failure: bool = True):
-        self.sources = ([cache] if cache else []) + list(sources)
+        """``cache``, when given, keeps every key found by a source other than itself; put it
+        among ``sources`` too, where it should be asked."""
+        self.sources = list(sources)
         self._cache = cache
         self._stop_after_failure = stop_after_failure
         self._failed: str | None = None

@@ -111,3 +111,14 @@ def test_progress_line_shows_parts_bytes_rate_and_eta():
     assert progress.line() == "4/10 parts  20.0 MB  5.0 MB/s  ETA 0:06"
     progress.finish()
     assert stream.getvalue().endswith("ETA 0:06\n")
+
+
+def test_given_keys_win_over_the_key_cache(tmp_path):
+    from hlsdecrypt.cli import build_parser, make_fetcher, make_key_chain
+
+    args = build_parser().parse_args(["decrypt", "s.m3u8", "-o", "o", "--key", "00" * 16, "--keys", str(tmp_path / "k"),
+                                      "--key-cache", str(tmp_path / "c"), "--key-source", "uri"])
+    (tmp_path / "k").write_text("{}")
+    chain = make_key_chain(args, make_fetcher(args))
+    assert [s.name.split()[0] for s in chain.sources] == ["--key", "--keys", "--key-cache", "key"]
+    chain.close()
