@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from .errors import FetchError, InputError
-from .playlist import ByteRange, is_url
+from .playlist import MAX_PART, ByteRange, is_url
 from .retry import Backoff
 
 if TYPE_CHECKING:
@@ -181,7 +181,11 @@ class Fetcher:
         if byterange:
             headers["Range"] = f"bytes={byterange.offset}-{byterange.offset + byterange.length - 1}"
         try:
-            response = self.session().get(url, headers=headers, timeout=self.timeout)
+            response = self.session().get(url, headers=headers, timeout=self.timeout, stream=True)
+            announced = _int_or_zero(response.headers.get("Content-Length"))
+            if announced > MAX_PART:  # refused before a byte of it is held in memory
+                response.close()
+                raise FetchError(f"{url}: {announced} bytes is larger than any segment (2 GiB at most)")
             body = response.content
         except requests.RequestException as exc:
             raise _Retryable(_describe(exc)) from None
@@ -226,6 +230,13 @@ def _seek(f: BinaryIO, byterange: ByteRange | None) -> int:
 
 def _at(byterange: ByteRange | None) -> str:
     return f" at offset {byterange.offset}" if byterange else ""
+
+
+def _int_or_zero(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
 
 
 def _retry_after(value: str | None) -> float:

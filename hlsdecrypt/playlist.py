@@ -303,7 +303,7 @@ def _byterange(text: str | None, part_uri: str, ends: dict[str, int], uri: str, 
     if not match or int(match.group(1)) == 0:
         raise InputError(f"{uri}: line {line}: bad BYTERANGE {text!r}")
     length = int(match.group(1))
-    if length > MAX_PART:
+    if length > MAX_PART:  # checked here, before anything is allocated for it
         raise InputError(f"{uri}: line {line}: BYTERANGE length {length} is larger than any segment (2 GiB at most)")
     if match.group(2) is not None:
         offset = int(match.group(2))

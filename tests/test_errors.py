@@ -94,6 +94,13 @@ def test_byterange_without_offset_at_start_names_its_line(fail, fixtures):
     assert "line 8: BYTERANGE '14480' has no offset" in fail(3, playlist)
 
 
+@pytest.mark.parametrize("bad", ["-5@0", "5@-1", "0@16", "x@16", "14480@"])
+def test_malformed_byterange_names_its_line(fail, fixtures, bad):
+    playlist = fixtures / "byterange/index.m3u8"
+    _edit(playlist, "#EXT-X-BYTERANGE:14480@16", f"#EXT-X-BYTERANGE:{bad}")
+    assert f"line 8: bad BYTERANGE '{bad}'" in fail(3, playlist)
+
+
 def test_byterange_past_the_end_of_the_file_is_a_segment_error(fail, fixtures):
     playlist = fixtures / "byterange/index.m3u8"
     _edit(playlist, "#EXT-X-BYTERANGE:14480@16", "#EXT-X-BYTERANGE:14480@999999")
