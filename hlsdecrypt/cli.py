@@ -172,7 +172,8 @@ def _run_decrypt(args: argparse.Namespace) -> int:
     keys = make_key_chain(args, fetcher, stop_after_failure=len(items) == 1)
     try:
         if len(items) == 1 and not args.batch:
-            return _decrypt_one(args, items[0][0], items[0][1], keys, fetcher)
+            source, output = items[0]
+            return _decrypt_one(args, source, output or args.output, keys, fetcher)
         return _decrypt_batch(args, items, keys, fetcher)
     finally:
         keys.close()

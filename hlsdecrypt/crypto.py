@@ -73,9 +73,10 @@ class CbcDecryptor:
             raise DecryptError(f"chunk of {size} bytes does not fit the message")
         out = memoryview(bytearray(size)) if out is None else out[:size]
         self._ecb.decrypt(cipher_text, output=out)
-        strxor(out[:BLOCK], self._previous, output=out[:BLOCK])
+        # pycryptodome's stubs say bytes, but strxor takes any buffer: views avoid copies
+        strxor(out[:BLOCK], self._previous, output=out[:BLOCK])  # type: ignore[arg-type]
         if size > BLOCK:
-            strxor(out[BLOCK:], cipher_text[:-BLOCK], output=out[BLOCK:])
+            strxor(out[BLOCK:], cipher_text[:-BLOCK], output=out[BLOCK:])  # type: ignore[arg-type]
         self._left -= size
         if self._left:
             self._previous = bytes(cipher_text[-BLOCK:])

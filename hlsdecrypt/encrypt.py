@@ -45,9 +45,9 @@ def encrypt(source: str, out_dir: str, *, fetcher: Fetcher | None = None, rotate
         raise UsageError(f"--iv is one of {', '.join(IV_MODES)}; --rotate is 0 or more")
     fetcher = fetcher or Fetcher()
     playlist, _ = load_media_playlist(source, fetcher, variant=variant)
-    encrypted = next((p for p in playlist.parts if p.key), None)
+    encrypted = next((p.key for p in playlist.parts if p.key), None)
     if encrypted:
-        raise InputError(f"{playlist.uri}: line {encrypted.key.line}: the stream is already encrypted")
+        raise InputError(f"{playlist.uri}: line {encrypted.line}: the stream is already encrypted")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
@@ -60,12 +60,11 @@ def encrypt(source: str, out_dir: str, *, fetcher: Fetcher | None = None, rotate
     current: tuple[str, bytes | None] | None = None  # the key tag in force: URI and explicit IV
     for part, index in zip(playlist.parts, _segment_numbers(playlist.parts)):
         uri, key = keys.get(index // rotate if rotate else 0)
+        iv: bytes | None = None  # None: implicit, the segment's sequence number
         if part.is_init or iv_mode == "explicit":
-            iv: bytes | None = secrets.token_bytes(16)
+            iv = secrets.token_bytes(16)
         elif iv_mode == "zero":
             iv = bytes(16)
-        else:
-            iv = None
         if part.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
         if current != (uri, iv):
@@ -74,7 +73,8 @@ def encrypt(source: str, out_dir: str, *, fetcher: Fetcher | None = None, rotate
             current = (uri, iv)
         name = _file_name(part, index)
         data = bytes(fetcher.read(part.uri, part.byterange))
-        (out / name).write_bytes(encrypt_cbc(data, key, iv if iv is not None else part.sequence.to_bytes(16, "big")))
+        used_iv = iv if iv is not None else (part.sequence or 0).to_bytes(16, "big")  # init parts: always explicit
+        (out / name).write_bytes(encrypt_cbc(data, key, used_iv))
         if part.is_init:
             lines.append(f'#EXT-X-MAP:URI="{name}"')
         else:

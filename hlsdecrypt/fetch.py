@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
+from .crypto import Buffer
 from .errors import FetchError, InputError
 from .playlist import MAX_PART, ByteRange, is_url
 from .retry import Backoff
@@ -27,7 +28,6 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
-Buffer = bytes | bytearray | memoryview
 #: Local files stream through the decryptor in chunks this size: small enough that the
 #: ciphertext, the clear bytes and the cipher's work stay in the CPU cache.
 CHUNK = 256 * 1024

@@ -97,12 +97,12 @@ class KeyChain:
 
     def prefetch(self, parts: Iterable[Part]) -> None:
         """Start resolving the keys of ``parts`` in order of first use."""
-        users: dict[str, list[Part]] = {}
+        users: dict[str, tuple[KeyRef, list[Part]]] = {}
         for part in parts:
             if part.key:
-                users.setdefault(part.key.identity, []).append(part)
-        for group in users.values():
-            self._future(group[0].key, group)
+                users.setdefault(part.key.identity, (part.key, []))[1].append(part)
+        for ref, group in users.values():
+            self._future(ref, group)
 
     def get(self, ref: KeyRef) -> DataKey:
         return self._future(ref, None).result()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import struct
 
+from .crypto import Buffer
+
 TS_PACKET = 188
 TS_SYNC = 0x47
 
 
-def crc32_mpeg2(data: bytes | memoryview) -> int:
+def crc32_mpeg2(data: Buffer) -> int:
     """CRC-32/MPEG-2, as PSI sections carry it; over a whole section, including its CRC, it is 0."""
     crc = 0xFFFFFFFF
     for byte in bytes(data):
@@ -24,7 +26,7 @@ def crc32_mpeg2(data: bytes | memoryview) -> int:
     return crc
 
 
-def start_problem(clear: bytes | memoryview) -> str | None:
+def start_problem(clear: Buffer) -> str | None:
     """Why decrypted bytes do not begin like a media segment, or None when they do."""
     head = bytes(clear[:TS_PACKET + 1])
     if not head:
@@ -65,7 +67,7 @@ def _is_box(head: bytes) -> bool:
     return True
 
 
-def ts_sync_ratio(data: bytes | memoryview) -> float:
+def ts_sync_ratio(data: Buffer) -> float:
     """Share of 188-byte strides that start with the sync byte: ~1.0 for clear TS, ~1/256 for ciphertext."""
     view = memoryview(data)
     count = len(view) // TS_PACKET
@@ -74,7 +76,7 @@ def ts_sync_ratio(data: bytes | memoryview) -> float:
     return bytes(view[0:count * TS_PACKET:TS_PACKET]).count(TS_SYNC) / count
 
 
-def structure_problem(clear: bytes | memoryview) -> str | None:
+def structure_problem(clear: Buffer) -> str | None:
     """Why clear bytes are not whole media — MPEG-TS packets throughout, or a chain of ISO BMFF
     boxes that ends exactly at the end — or None. Packed audio (ADTS, ID3) is only start-checked."""
     view = memoryview(clear)
@@ -110,7 +112,7 @@ def _box_chain_problem(view: memoryview) -> str | None:
     return None
 
 
-def looks_clear(data: bytes | memoryview) -> bool:
+def looks_clear(data: Buffer) -> bool:
     """Whether bytes labelled as ciphertext are in fact clear MPEG-TS or fMP4."""
     view = memoryview(data)
     if len(view) >= 2 * TS_PACKET and ts_sync_ratio(view) > 0.5:

@@ -126,9 +126,10 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
     def whole(part: Part) -> Buffer | None:
         with errors_about(part):
             data = fetch_or_skip(lambda: fetcher.read(part.uri, part.byterange), part)
-            if data is None or part.key is None:
+            if data is None or part.cipher is None:
                 return data
-            return check(part, decrypt_cbc(data, keys.get(part.key), part.iv))
+            ref, iv = part.cipher
+            return check(part, decrypt_cbc(data, keys.get(ref), iv))
 
     if jobs > 1:
         for part, data in zip(parts, ordered_map(whole, parts, jobs)):
@@ -147,10 +148,11 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
             if size is None:
                 return
             chunks = fetcher.read_chunks(part.uri, part.byterange, cipher_scratch)
-            if part.key is None:
+            if part.cipher is None:
                 yield from chunks
                 return
-            decryptor = CbcDecryptor(keys.get(part.key), part.iv, size)
+            ref, iv = part.cipher
+            decryptor = CbcDecryptor(keys.get(ref), iv, size)
             for n, chunk in enumerate(chunks):
                 clear = decryptor.update(chunk, clear_scratch.view(len(chunk)))
                 yield check(part, clear) if n == 0 else clear
@@ -206,8 +208,10 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str, keys: KeyChain, fetch
                 for chunk in chunks:
                     writer.write(chunk)
                     size += len(chunk)
-                key = keys.peek(part.key) if part.key else None
-                writer.call(partial(out.part_written, size, part.key and part.key.identity, key))
+                if part.key is None:
+                    writer.call(partial(out.part_written, size, None, None))
+                else:
+                    writer.call(partial(out.part_written, size, part.key.identity, keys.peek(part.key)))
                 progress.advance(size)
         finally:
             writer.close()

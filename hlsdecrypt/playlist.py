@@ -65,6 +65,11 @@ class Part:
         return self.sequence is None
 
     @property
+    def cipher(self) -> tuple[KeyRef, bytes] | None:
+        """The key and IV of an encrypted part; None for a clear one."""
+        return (self.key, self.iv) if self.key is not None and self.iv is not None else None
+
+    @property
     def label(self) -> str:
         what = "init section" if self.is_init else f"segment {self.sequence}"
         return f"{what} (line {self.line})"
@@ -168,6 +173,8 @@ def _master(data: dict, text: str, uri: str) -> MasterPlaylist:
             bandwidth = int(info.get("bandwidth") or 0)
         except (TypeError, ValueError):
             raise InputError(f"{uri}: line {line - 1}: bad BANDWIDTH {info.get('bandwidth')!r}") from None
+        if not entry.get("uri"):
+            raise InputError(f"{uri}: line {line}: EXT-X-STREAM-INF without a playlist URI")
         variants.append(Variant(resolve(uri, entry["uri"]), bandwidth, info.get("resolution"), line))
     if not variants:
         raise InputError(f"{uri}: master playlist lists no variants")
@@ -202,6 +209,8 @@ def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPl
         init = segment.get("init_section")
         if init is not None and init is not current_map:
             current_map = init
+            if not init.get("uri"):
+                raise InputError(f"{uri}: line {init.get('_line', 0)}: EXT-X-MAP without a URI")
             init_key = _key_ref(init.get("_key"), keys, uri, key_id_param)
             init_uri = resolve(uri, init["uri"])
             parts.append(Part(

@@ -20,7 +20,7 @@ from .fetch import Buffer, Fetcher
 from .keys import KeyChain
 from .media import looks_clear, structure_problem
 from .pipeline import default_jobs, errors_about, load_media_playlist, ordered_map
-from .playlist import MediaPlaylist, Part
+from .playlist import KeyRef, MediaPlaylist, Part
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 CHECKS = ("coverage", "ciphertext", "decryption", "key-availability", "key-rotation", "key-reuse", "iv-reuse",
@@ -118,11 +118,12 @@ def _open_reference(path: str | None) -> BinaryIO | None:
 
 def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, seen: _Observed) -> Buffer | None:
     """Record what one part shows; return its clear bytes, or None when they cannot be had."""
-    if part.key is None:
+    if part.cipher is None:
         seen.clear.append(part)
         if previous is not None and previous.key is not None:
             seen.none_after_aes.append(part)
         return raw
+    ref, iv = part.cipher
     if looks_clear(raw):
         seen.broken_ciphertext.append(f"{part.label}: clear media under METHOD=AES-128")
         return None
@@ -130,14 +131,14 @@ def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, see
         seen.broken_ciphertext.append(f"{part.label}: {len(raw)} bytes, not a multiple of 16 (truncated?)")
         return None
     try:
-        key = keys.get(part.key)
+        key = keys.get(ref)
     except KeyUnavailable as exc:
-        seen.unavailable.setdefault(part.key.identity, str(exc))
+        seen.unavailable.setdefault(ref.identity, str(exc))
         return None
-    if part.key.name not in seen.key_values[key]:
-        seen.key_values[key].append(part.key.name)
+    if ref.name not in seen.key_values[key]:
+        seen.key_values[key].append(ref.name)
     try:
-        clear = decrypt_cbc(raw, key, part.iv)
+        clear = decrypt_cbc(raw, key, iv)
     except DecryptError as exc:
         seen.decrypt_failures.append(f"{part.label}: {exc}")
         return None
@@ -209,17 +210,16 @@ def _availability(playlist: MediaPlaylist, seen: _Observed) -> Check:
     return _check("key-availability", PASS, f"all {len(playlist.keys)} keys available")
 
 
-def _runs(playlist: MediaPlaylist) -> list[list[Part]]:
-    """Runs of consecutive media segments under the same key."""
-    runs: list[list[Part]] = []
+def _runs(playlist: MediaPlaylist) -> list[tuple[KeyRef, list[int]]]:
+    """Runs of consecutive media segments (their sequence numbers) under the same key."""
+    runs: list[tuple[KeyRef, list[int]]] = []
     for part in playlist.segments:
-        if part.key is None:
+        if part.key is None or part.sequence is None:
             continue
-        last = runs[-1][-1] if runs else None
-        if last and last.key.identity == part.key.identity and last.sequence == part.sequence - 1:
-            runs[-1].append(part)
+        if runs and runs[-1][0].identity == part.key.identity and runs[-1][1][-1] == part.sequence - 1:
+            runs[-1][1].append(part.sequence)
         else:
-            runs.append([part])
+            runs.append((part.key, [part.sequence]))
     return runs
 
 
@@ -227,12 +227,12 @@ def _rotation(playlist: MediaPlaylist, expect: int | None) -> Check:
     runs = _runs(playlist)
     if not runs:
         return _check("key-rotation", SKIP, "no encrypted segments")
-    longest = max(len(r) for r in runs)
+    longest = max(len(r) for _, r in runs)
     summary = f"{len(playlist.keys)} keys; at most {longest} consecutive segments under one key"
     if expect is None:
         return _check("key-rotation", PASS, summary)
-    long_runs = [f"{r[0].key.name} (line {r[0].key.line}): segments {r[0].sequence}-{r[-1].sequence}, "
-                 f"{len(r)} under one key" for r in runs if len(r) > expect]
+    long_runs = [f"{ref.name} (line {ref.line}): segments {r[0]}-{r[-1]}, {len(r)} under one key"
+                 for ref, r in runs if len(r) > expect]
     if long_runs:
         return _check("key-rotation", FAIL, f"{summary}; expected a new key every {expect}", long_runs)
     return _check("key-rotation", PASS, f"{summary}; a new key at least every {expect}")
@@ -250,11 +250,14 @@ def _reuse(playlist: MediaPlaylist, seen: _Observed) -> Check:
 
 def _iv_reuse(playlist: MediaPlaylist, strict: bool) -> Check:
     uses: dict[tuple[str, bytes], list[Part]] = defaultdict(list)
+    names: dict[str, str] = {}
     for part in playlist.parts:
-        if part.key is not None and part.iv is not None:
-            uses[(part.key.identity, part.iv)].append(part)
-    reused = [f"IV 0x{iv.hex()} under {parts[0].key.name}: {len(parts)} parts, first {parts[0].label}"
-              for (_, iv), parts in uses.items() if len(parts) > 1]
+        if part.cipher:
+            ref, iv = part.cipher
+            uses[(ref.identity, iv)].append(part)
+            names[ref.identity] = ref.name
+    reused = [f"IV 0x{iv.hex()} under {names[identity]}: {len(parts)} parts, first {parts[0].label}"
+              for (identity, iv), parts in uses.items() if len(parts) > 1]
     if not uses:
         return _check("iv-reuse", SKIP, "no encrypted parts")
     if reused:
