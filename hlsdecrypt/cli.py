@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import posixpath
+import signal
 import sys
+import threading
 from typing import Sequence
 from urllib.parse import urlsplit
 
@@ -314,6 +316,10 @@ def _run_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -321,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None  # clean up as for Ctrl-C
     try:
         return args.run(args)
     except HlsDecryptError as exc:
@@ -332,3 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line, with the traceback under --verbose
         log.error("unexpected error: %s: %s", type(exc).__name__, exc, exc_info=args.verbose)
         return 1
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)

@@ -177,7 +177,8 @@ def test_failed_run_keeps_an_existing_output_intact(run, fixtures, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
 
-def test_interrupt_exits_130_and_leaves_no_file(fixtures, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_exits_130_and_leaves_no_file(fixtures, tmp_path, signum):
     out = tmp_path / "out.ts"
     with StaticServer(fixtures, quiet=True) as server:
         server.delay = 0.4
@@ -187,7 +188,7 @@ def test_interrupt_exits_130_and_leaves_no_file(fixtures, tmp_path):
         while not list(tmp_path.glob(".out.ts.*.part")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list(tmp_path.glob(".out.ts.*.part")), "the run never started writing"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         assert proc.wait(timeout=10) == 130
     assert "interrupted" in proc.stderr.read()
     assert [p.name for p in tmp_path.iterdir()] == ["fixtures"]  # no output, no temporary file
