@@ -14,8 +14,10 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, quote, urlsplit
+
+from servers import LoopbackServer, QuietHandler
 
 AK, SK = "AKLTfakeaccesskey0001", "ZmFrZXNlY3JldGtleTAwMDE="
 
@@ -48,7 +50,7 @@ def expected_signature(secret: str, method: str, path: str, raw_query: str, head
     return hmac.new(k, to_sign.encode(), "sha256").hexdigest()
 
 
-class FakeLiveApi:
+class FakeLiveApi(LoopbackServer):
     """``keys``: KeyID -> the DataKey string to answer. ``script``: faults to answer, in order,
     before normal service: an error code from STATUS_OF, or "http429", "garbage", "slow", "drop",
     or ("datakey", value)."""
@@ -64,21 +66,7 @@ class FakeLiveApi:
         self.bad_signatures = 0
         self._lock = threading.Lock()
         self._counter = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> "FakeLiveApi":
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(quiet=True)
 
     def min_gap(self) -> float:
         times = sorted(self.arrivals)
@@ -87,12 +75,7 @@ class FakeLiveApi:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 with api._lock:
                     now = time.monotonic()

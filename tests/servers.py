@@ -11,7 +11,44 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 
-class StaticServer:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1, port 0, for the lifetime of a ``with`` block.
+
+    Subclasses give ``_handler()``, a request handler class; a ``quiet`` server does not print
+    the tracebacks of clients that hang up mid-answer (fault tests cause them on purpose).
+    """
+
+    def __init__(self, *, quiet: bool = False):
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        if quiet:
+            self._httpd.handle_error = lambda request, address: None
+        self._httpd.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self):
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class StaticServer(LoopbackServer):
     """Serves a folder. ``ignore_range`` answers 200 with the whole file, as some CDNs do.
 
     ``faults`` maps a path to the faults to inject, one per request, before serving it
@@ -25,35 +62,13 @@ class StaticServer:
         self.delay = 0.0  # seconds added to every answer, like a distant server
         self.slow_seconds = 3.0
         self.hits: Counter[str] = Counter()
-        self.faults: dict[str, list[int]] = {}
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        if quiet:  # clients that hang up mid-answer are expected: do not print their tracebacks
-            self._httpd.handle_error = lambda request, address: None
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> "StaticServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self.faults: dict[str, list[int | str]] = {}
+        super().__init__(quiet=quiet)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = unquote(urlsplit(self.path).path)
                 server.hits[path] += 1
