@@ -10,9 +10,8 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
-
 from typing import TYPE_CHECKING, BinaryIO, Iterator
+from urllib.parse import urlsplit
 
 from .crypto import Buffer
 from .errors import FetchError, InputError
@@ -127,13 +126,17 @@ class Fetcher:
             raise FetchError(f"{path}: {exc.strerror or exc}") from None
 
     def local_size(self, path: str, byterange: ByteRange | None) -> int:
+        """How many bytes ``read_chunks`` will give, checked against the file before any is read."""
         self.check_allowed(path)
-        if byterange:
-            return byterange.length
         try:
-            return os.stat(path).st_size
+            size = os.stat(path).st_size
         except OSError as exc:
             raise FetchError(f"{path}: {exc.strerror or exc}") from None
+        if byterange is None:
+            return size
+        if byterange.offset + byterange.length > size:
+            raise FetchError(f"{path}: wanted {byterange.length} bytes{_at(byterange)}, file has {size}")
+        return byterange.length
 
     @staticmethod
     def _read_file(path: str, byterange: ByteRange | None) -> Buffer:

@@ -230,11 +230,8 @@ def plan_fingerprint(playlist: MediaPlaylist) -> str:
 
 def _same_keys(out: Output, playlist: MediaPlaylist, keys: KeyChain) -> bool:
     """Whether the keys the earlier run used, where still needed, are the ones we get now."""
-    for part in playlist.parts[out.parts_done:]:
-        if part.key and part.key.identity in out.keys:
-            if key_fingerprint(keys.get(part.key).reveal()) != out.keys.pop(part.key.identity):
-                return False
-    return True
+    refs = {p.key.identity: p.key for p in playlist.parts[out.parts_done:] if p.key and p.key.identity in out.keys}
+    return all(key_fingerprint(keys.get(ref).reveal()) == out.keys[identity] for identity, ref in refs.items())
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:

@@ -245,3 +245,10 @@ def test_no_key_reaches_the_journal_or_a_verify_report(run, fixtures, tmp_path):
     for key in keys.values():
         for form in (key, key.hex().encode(), key.hex().upper().encode(), base64.b64encode(key)):
             assert not any(form in blob for blob in left)
+
+
+def test_skip_missing_also_skips_a_byte_range_file_that_is_gone(run, fixtures, tmp_path):
+    (fixtures / "byterange/stream.ts").unlink()
+    code, err = run("decrypt", fixtures / "byterange/index.m3u8", "-o", tmp_path / "out.ts", "--skip-missing")
+    assert code == 5 and "6 of 6 segments are missing" in err
+    assert (tmp_path / "out.ts").read_bytes() == b""
