@@ -153,6 +153,8 @@ def make_key_chain(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_fai
         if args.api_rate <= 0:
             raise UsageError("--api-rate must be positive")
         endpoint = (args.api_endpoint or endpoint_from_env()).rstrip("/")
+        if not is_url(endpoint) or "[" in endpoint:
+            raise UsageError(f"--api-endpoint {endpoint}: want an http(s) URL such as {DEFAULT_ENDPOINT}")
         sources.append(ApiKeySource(credentials, endpoint=endpoint, region=args.region or region_for(endpoint),
                                     rate=args.api_rate, timeout=args.timeout))
     if args.key_source in ("auto", "uri"):

@@ -11,11 +11,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Iterator
-from urllib.parse import urlsplit
 
 from .crypto import Buffer
 from .errors import FetchError, InputError
-from .playlist import MAX_PART, ByteRange, is_url
+from .playlist import MAX_PART, ByteRange, is_url, scheme_of
 from .retry import Backoff
 
 if TYPE_CHECKING:
@@ -96,7 +95,7 @@ class Fetcher:
     def check_allowed(self, uri: str) -> None:
         if is_url(uri):
             return
-        if len(urlsplit(uri).scheme) > 1:
+        if scheme_of(uri):
             raise InputError(f"{uri}: only http(s) URLs and local paths can be read")
         if self._remote:
             raise InputError(f"{uri}: a remote playlist may only refer to http(s) URLs")
@@ -190,6 +189,8 @@ class Fetcher:
                 response.close()
                 raise FetchError(f"{url}: {announced} bytes is larger than any segment (2 GiB at most)")
             body = response.content
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
+            raise FetchError(f"{url}: not a valid URL ({type(exc).__name__})") from None
         except requests.RequestException as exc:
             raise _Retryable(_describe(exc)) from None
         status = response.status_code

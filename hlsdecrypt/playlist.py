@@ -175,7 +175,7 @@ def _master(data: dict, text: str, uri: str) -> MasterPlaylist:
             raise InputError(f"{uri}: line {line - 1}: bad BANDWIDTH {info.get('bandwidth')!r}") from None
         if not entry.get("uri"):
             raise InputError(f"{uri}: line {line}: EXT-X-STREAM-INF without a playlist URI")
-        variants.append(Variant(resolve(uri, entry["uri"]), bandwidth, info.get("resolution"), line))
+        variants.append(Variant(resolve(uri, entry["uri"], line), bandwidth, info.get("resolution"), line))
     if not variants:
         raise InputError(f"{uri}: master playlist lists no variants")
     return MasterPlaylist(uri, tuple(variants))
@@ -212,13 +212,13 @@ def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPl
             if not init.get("uri"):
                 raise InputError(f"{uri}: line {init.get('_line', 0)}: EXT-X-MAP without a URI")
             init_key = _key_ref(init.get("_key"), keys, uri, key_id_param)
-            init_uri = resolve(uri, init["uri"])
+            init_uri = resolve(uri, init["uri"], init.get("_line", 0))
             parts.append(Part(
                 uri=init_uri, line=init.get("_line", 0), sequence=None,
                 byterange=_byterange(init.get("byterange"), init_uri, range_ends, uri, init.get("_line", 0)),
                 key=init_key, iv=_iv_for(init_key, sequence),
             ))
-        seg_uri = resolve(uri, segment["uri"])
+        seg_uri = resolve(uri, segment["uri"], seg_line)
         parts.append(Part(
             uri=seg_uri, line=seg_line, sequence=sequence,
             byterange=_byterange(segment.get("byterange"), seg_uri, range_ends, uri, seg_line),
@@ -262,7 +262,7 @@ def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None
         raise InputError(f"{where}: METHOD=AES-128 without a URI")
     return KeyRef(
         uri=key_uri,
-        resolved_uri=resolve(uri, key_uri),
+        resolved_uri=resolve(uri, key_uri, line),
         key_id=key_id_of(key_uri, key_id_param),
         iv=_parse_iv(raw.get("iv"), where),
         line=line,
@@ -272,7 +272,8 @@ def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None
 def key_id_of(key_uri: str, param: str | None = None) -> str | None:
     """The KeyID carried in a key URI's query (``key_id=``, ``KeyID=``, ``kid=`` or ``param=``)."""
     wanted = (param.lower(),) if param else KEY_ID_PARAMS
-    for name, value in parse_qsl(urlsplit(key_uri).query, keep_blank_values=False):
+    query = key_uri.partition("?")[2].partition("#")[0]
+    for name, value in parse_qsl(query, keep_blank_values=False):
         if name.lower() in wanted and value:
             return value
     return None
@@ -325,18 +326,30 @@ def _byterange(text: str | None, part_uri: str, ends: dict[str, int], uri: str, 
 
 
 def is_url(uri: str) -> bool:
-    return urlsplit(uri).scheme.lower() in ("http", "https")
+    return scheme_of(uri) in ("http", "https")
 
 
-def resolve(base: str, ref: str) -> str:
-    """Resolve a playlist reference against the playlist's own URL or local path.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")  # two letters at least: "C:" is a drive
+
+
+def scheme_of(uri: str) -> str:
+    """The URI's scheme, lower-cased, or "" for a path (without urllib, which rejects some URIs)."""
+    match = _SCHEME.match(uri)
+    return match.group(1).lower() if match else ""
+
+
+def resolve(base: str, ref: str, line: int = 0) -> str:
+    """Resolve a playlist reference (from ``line``) against the playlist's own URL or local path.
 
     A file on disk has no query string, so references from a local playlist lose theirs
     (the live service writes ``seg.ts?app=live&...``). Other schemes (``file:``, ``data:``)
     pass through unchanged, for the fetcher to refuse.
     """
-    if is_url(ref) or is_url(base):
-        return urljoin(base, ref)
-    if len(urlsplit(ref).scheme) > 1:  # one letter is a Windows drive, not a scheme
-        return ref
-    return os.path.normpath(os.path.join(os.path.dirname(base), unquote(urlsplit(ref).path)))
+    try:
+        if is_url(ref) or is_url(base):
+            return urljoin(base, ref)
+        if scheme_of(ref):
+            return ref
+        return os.path.normpath(os.path.join(os.path.dirname(base), unquote(urlsplit(ref).path)))
+    except ValueError as exc:  # urllib refuses some malformed URLs, e.g. "http://[x"
+        raise InputError(f"{base}: line {line}: bad URI {ref!r} ({exc})") from None

@@ -107,6 +107,13 @@ def test_byterange_past_the_end_of_the_file_is_a_segment_error(fail, fixtures):
     assert "segment 0 (line 8)" in fail(5, playlist)
 
 
+@pytest.mark.parametrize("uri", ["http://[x/seg.ts", "//[::1/seg.ts"])
+def test_malformed_segment_uri_names_its_line(fail, fixtures, uri):
+    playlist = fixtures / "implicit_iv/index.m3u8"
+    _edit(playlist, "seg1.ts", uri)
+    assert f"line 9: bad URI '{uri}'" in fail(3, playlist)
+
+
 def test_not_a_playlist(fail, fixtures):
     line = fail(3, fixtures / "implicit_iv/seg0.ts")
     assert "seg0.ts: not an M3U8 playlist" in line

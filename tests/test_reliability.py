@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import FIXTURES, MANIFEST, sha256
@@ -218,11 +218,12 @@ _fixture_texts = [(FIXTURES / e["playlist"]).read_text() for e in MANIFEST]
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(
     st.text(max_size=300),
-    st.lists(st.tuples(st.sampled_from(_TAGS), st.text(alphabet="0123456789abcdefx@,.-=\"", max_size=12))
+    st.lists(st.tuples(st.sampled_from(_TAGS), st.text(alphabet="0123456789abcdefx@,.-=\"[]:/?#%", max_size=12))
              .map("".join), max_size=25).map(lambda lines: "#EXTM3U\n" + "\n".join(lines)),
     st.tuples(st.sampled_from(_fixture_texts), st.integers(0, 2000), st.integers(0, 40), st.text(max_size=8))
     .map(lambda t: t[0][:t[1]] + t[3] + t[0][t[1] + t[2]:]),
 ))
+@example("#EXTM3U\n#EXTINF:1,\nhttp://[x/seg.ts\n")  # urllib's ValueError for a malformed IPv6 host
 def test_parser_raises_only_its_own_errors(text):
     try:
         parse(text, "/streams/index.m3u8")
