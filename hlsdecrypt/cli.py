@@ -29,6 +29,7 @@ from .retry import Backoff
 from .verify import verify
 
 log = logging.getLogger("hlsdecrypt")
+SOURCE_HELP = "M3U8 playlist: a local path or an http(s) URL"
 
 
 def _key_options() -> argparse.ArgumentParser:
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decrypt", parents=[common, _fetch_options(), _key_options()],
                        help="decrypt a stream into one clear file",
                        description="Decrypt an AES-128 HLS stream (playlist path or URL) into one clear file.")
-    d.add_argument("sources", nargs="*", metavar="SOURCE", help="M3U8 playlist: a local path or an http(s) URL")
+    d.add_argument("sources", nargs="*", metavar="SOURCE", help=SOURCE_HELP)
     d.add_argument("-o", "--output", help="output file, or - for stdout; a folder for several sources")
     d.add_argument("--batch", metavar="FILE", help="decrypt many streams: one 'SOURCE OUTPUT' per line")
     d.add_argument("--resume", action="store_true",
@@ -94,14 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="list a stream's keys (KeyIDs) and export them",
                        description="List the distinct keys of a stream with their segments; with --export, "
                                    "fetch them and write them as the JSON that --keys reads.")
-    k.add_argument("source", help="M3U8 playlist: a local path or an http(s) URL")
+    k.add_argument("source", help=SOURCE_HELP)
     k.add_argument("--export", metavar="FILE", help="fetch every key and write them to FILE (created 0600)")
     k.set_defaults(run=_run_keys)
     v = sub.add_parser("verify", parents=[common, _fetch_options(), _key_options()],
                        help="check, with evidence, that a stream is encrypted as it should be",
                        description="Check a stream's encryption: coverage, ciphertext, decryption, keys, IVs, "
                                    "and optionally a clear reference. Exit 0 when no check fails, 6 when any does.")
-    v.add_argument("source", help="M3U8 playlist: a local path or an http(s) URL")
+    v.add_argument("source", help=SOURCE_HELP)
     v.add_argument("--reference", metavar="CLEAR",
                    help="a clear recording that the decrypted stream must equal byte for byte")
     v.add_argument("--expect-rotation", type=int, metavar="N", help="require a new key at least every N segments")

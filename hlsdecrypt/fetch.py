@@ -57,7 +57,7 @@ class _Retryable(Exception):
 
 @dataclass
 class Fetcher:
-    """Reads playlists, segments and key files for one stream."""
+    """Reads playlists, segments and key files; ``set_origin`` starts each stream (a batch shares one)."""
 
     timeout: float = 20.0
     backoff: Backoff = field(default_factory=Backoff)

@@ -93,7 +93,7 @@ class KeyChain:
         self._futures: dict[str, Future[DataKey]] = {}
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlsdecrypt-keys")
-        self.resolved: dict[str, tuple[KeyRef, DataKey, str]] = {}  # identity -> (ref, key, source)
+        self.resolved: dict[str, DataKey] = {}  # key identity -> key, once found
 
     def prefetch(self, parts: Iterable[Part]) -> None:
         """Start resolving the keys of ``parts`` in order of first use."""
@@ -110,7 +110,7 @@ class KeyChain:
     def peek(self, ref: KeyRef) -> bytes | None:
         """The key of ``ref`` if already resolved, without waiting: for fingerprints in journals."""
         found = self.resolved.get(ref.identity)
-        return found[1].reveal() if found else None
+        return found.reveal() if found else None
 
     def next_stream(self) -> None:
         """Between the streams of a batch: forget failures and keys not resolved yet; keep the rest."""
@@ -146,7 +146,7 @@ class KeyChain:
                 continue
             if key is not None:
                 log.debug("%s: key from %s", ref.name, source.name)
-                self.resolved[ref.identity] = (ref, key, source.name)
+                self.resolved[ref.identity] = key
                 if self._cache and source is not self._cache:
                     self._cache.store(ref, key)
                 return key

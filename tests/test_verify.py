@@ -14,6 +14,8 @@ import pytest
 
 from conftest import FIXTURES, sha256
 
+from hlsdecrypt.verify import CHECKS
+
 CLEAR = FIXTURES / "clear"
 SCHEMA = json.loads(resources.files("hlsdecrypt").joinpath("verify-report.schema.json").read_text())
 
@@ -53,6 +55,7 @@ def test_encrypt_verify_decrypt_round_trip(run, check, encrypted, tmp_path):
                         "key-rotation": "pass", "key-reuse": "pass", "iv-reuse": "pass", "key-transport": "pass",
                         "reference": "pass"}
     assert (report["segments"], report["keys"]) == (6, 3)
+    assert [c["name"] for c in report["checks"]] == list(CHECKS)  # the documented order
     code, err = run("decrypt", encrypted / "index.m3u8", "-o", tmp_path / "out.ts")
     assert code == 0, err
     assert sha256(tmp_path / "out.ts") == sha256(CLEAR / "clear.ts")
@@ -84,7 +87,7 @@ def test_encrypt_keeps_init_sections_and_explicit_ivs_decryptable(run, check, tm
     shutil.copytree(FIXTURES / "fmp4", clear)
     code, err = run("decrypt", clear / "index.m3u8", "-o", tmp_path / "whole.mp4")
     assert code == 0, err
-    init, media = _split_fmp4(clear)
+    media = _split_fmp4(clear)
     text = "\n".join(["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-TARGETDURATION:2", '#EXT-X-MAP:URI="init.mp4"']
                      + [f"#EXTINF:2.0,\nseg{i}.m4s" for i in range(len(media))] + ["#EXT-X-ENDLIST", ""])
     (clear / "index.m3u8").write_text(text)
@@ -99,7 +102,7 @@ def test_encrypt_keeps_init_sections_and_explicit_ivs_decryptable(run, check, tm
     assert sha256(tmp_path / "again.mp4") == sha256(FIXTURES / "fmp4/clear.mp4")
 
 
-def _split_fmp4(folder: Path) -> tuple[bytes, list[bytes]]:
+def _split_fmp4(folder: Path) -> list[bytes]:
     """Replace the fixture's encrypted files in ``folder`` by their clear bytes, cut from clear.mp4."""
     import struct
 
@@ -120,7 +123,7 @@ def _split_fmp4(folder: Path) -> tuple[bytes, list[bytes]]:
     (folder / "init.mp4").write_bytes(init)
     for i, data in enumerate(media):
         (folder / f"seg{i}.m4s").write_bytes(data)
-    return init, media
+    return media
 
 
 def test_clear_segment_under_method_none_fails_coverage(check):
