@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from typing import TYPE_CHECKING
-
 from .credentials import Credentials
 from .crypto import DataKey
-from .errors import ApiError, KeyUnavailable
+from .errors import ApiError, KeyUnavailable, plural
+from .http import Answer, Failure, HttpClient
 from .playlist import KeyRef
 from .ratelimit import RateLimiter
 from .retry import Backoff
 from .signer import sign_get
-
-if TYPE_CHECKING:
-    import requests
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -41,6 +38,8 @@ RETRYABLE_CODES = ("CommonErr", "InternalError", "InternalServiceError", "Intern
                    "ServiceUnavailable", "Throttling")
 NOT_FOUND_CODES = ("ResourceNotFound",)
 NOT_FOUND_RETRIES = 2
+#: The API answers a few hundred bytes of JSON; more is not its answer.
+MAX_ANSWER = 64 * 1024
 
 
 def endpoint_from_env() -> str:
@@ -76,7 +75,7 @@ def decode_data_key(value: object, key_id: str) -> DataKey:
     encoded = text.encode("utf-8")
     if len(encoded) == 16:
         return DataKey(encoded)
-    raise KeyUnavailable(f"{ACTION} for KeyID {key_id}: the DataKey is not 16 bytes as hex, base64 or raw text")
+    raise KeyUnavailable(f"KeyID {key_id}: the DataKey is not 16 bytes as hex, base64 or raw text")
 
 
 @dataclass
@@ -91,11 +90,14 @@ class ApiKeySource:
     backoff: Backoff = field(default_factory=lambda: Backoff(attempts=6, base=1.0, cap=30.0))
     limiter: RateLimiter | None = None
     name: str = ACTION
-    _session: requests.Session | None = field(default=None, repr=False)
+    _http: HttpClient | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         account = f"{self.credentials.access_key}@{urlsplit(self.endpoint).netloc}"
-        self._limiter = self.limiter or RateLimiter(self.rate, account)
+        # a request holds the account's turn until it is answered: its deadline bounds the lease
+        deadline = 3 * self.timeout
+        self._limiter = self.limiter or RateLimiter(self.rate, account, lease=deadline + 5)
+        self._http = self._http or HttpClient(timeout=self.timeout, deadline=deadline, pool_size=2)
 
     def __repr__(self) -> str:
         return f"ApiKeySource({self.endpoint}, region {self.region})"
@@ -107,6 +109,7 @@ class ApiKeySource:
         """The key of ``key_id``, retrying what is worth retrying; ApiError otherwise."""
         delays = self.backoff.delays()
         not_found = 0
+        attempt = 1
         while True:
             try:
                 return self._request(key_id)
@@ -119,10 +122,11 @@ class ApiKeySource:
                     raise
                 delay = next(delays, None)
                 if delay is None:
-                    raise ApiError(f"{exc} (gave up after {self.backoff.attempts} attempts)", code=exc.code,
+                    raise ApiError(f"{exc} (gave up after {plural(attempt, 'attempt')})", code=exc.code,
                                    request_id=exc.request_id, status=exc.status) from None
-                log.info("%s; retrying in %.1fs", exc, delay)
+                log.info("%s: %s; retrying in %.1fs", ACTION, exc, delay)
                 self.backoff.wait(delay, exc.retry_after)
+                attempt += 1
 
     def _request(self, key_id: str) -> DataKey:
         parts = urlsplit(self.endpoint)
@@ -130,29 +134,24 @@ class ApiKeySource:
         query, headers = sign_get(parts.netloc, path, [("Action", ACTION), ("Version", VERSION), ("KeyID", key_id)],
                                   self.credentials.access_key, self.credentials.secret_key, self.region, SERVICE)
         url = f"{parts.scheme}://{parts.netloc}{path}?{query}"
-        what = f"{ACTION} for KeyID {key_id}"
-        self._limiter.acquire()
-        import requests  # here, not at the top: runs without the API never pay for importing it
-
-        if self._session is None:
-            self._session = requests.Session()
+        what = f"KeyID {key_id}"
+        assert self._http is not None
         try:
-            response = self._session.get(url, headers=headers, timeout=self.timeout)
-        except requests.Timeout:
-            raise ApiError(f"{what}: timed out after {self.timeout:g}s", retryable=True) from None
-        except requests.RequestException as exc:
-            raise ApiError(f"{what}: connection failed ({type(exc).__name__})", retryable=True) from None
-        return self._answer(response, key_id, what)
+            with self._limiter.turn():  # held until the answer is in: see ratelimit
+                answer = self._http.get(url, limit=MAX_ANSWER, headers=headers)
+        except Failure as exc:
+            raise ApiError(f"{what}: {self.endpoint}: {exc}", retryable=exc.retryable) from None
+        return self._answer(answer, key_id, what)
 
-    def _answer(self, response: requests.Response, key_id: str, what: str) -> DataKey:
-        status = response.status_code
+    def _answer(self, answer: Answer, key_id: str, what: str) -> DataKey:
+        status = answer.status
         try:
-            body = response.json()
+            body = json.loads(bytes(answer.body))
             meta = body.get("ResponseMetadata") or {}
         except (ValueError, AttributeError):
             raise ApiError(f"{what}: HTTP {status} with a body that is not the API's JSON", status=status,
-                           retryable=True, retry_after=_retry_after(response)) from None
-        request_id = str(meta.get("RequestId") or response.headers.get("X-Tt-Logid") or "-")
+                           retryable=True, retry_after=_retry_after(answer.headers.get("Retry-After"))) from None
+        request_id = str(meta.get("RequestId") or answer.headers.get("X-Tt-Logid") or "-")
         err = meta.get("Error")
         if err or status != 200:
             code = str((err or {}).get("Code") or f"HTTP{status}")
@@ -160,14 +159,14 @@ class ApiKeySource:
             retryable = (code.startswith(RETRYABLE_CODES) or _is_flow_limit(code) or status == 429 or status >= 500)
             raise ApiError(f"{what}: {code}: {message} (HTTP {status}, RequestId {request_id})", code=code,
                            request_id=request_id, status=status, retryable=retryable,
-                           retry_after=_retry_after(response))
+                           retry_after=_retry_after(answer.headers.get("Retry-After")))
         log.debug("%s: HTTP %d, RequestId %s", what, status, request_id)
         result = body.get("Result") or {}
         return decode_data_key(result.get("DataKey"), key_id)
 
 
-def _retry_after(response: requests.Response) -> float:
+def _retry_after(value: str | None) -> float:
     try:
-        return float(response.headers.get("Retry-After", 0))
+        return max(0.0, float(value)) if value else 0.0
     except ValueError:
         return 0.0

@@ -9,7 +9,8 @@
     ├── SegmentError               exit 5: a segment could not be fetched or decrypted
     │   ├── FetchError
     │   └── DecryptError
-    └── VerificationFailed         exit 6: a verification check failed
+    ├── VerificationFailed         exit 6: a verification check failed
+    └── OutputError                exit 7: the output cannot be written (exists, is an input, disk full)
 
 Messages are one line, name the playlist line, segment or KeyID concerned, and never carry
 key material or credentials.
@@ -67,4 +68,18 @@ class VerificationFailed(HlsDecryptError):
     exit_code = 6
 
 
+class OutputError(HlsDecryptError):
+    """The output cannot be written where asked: it exists, names an input, or the disk refuses."""
+
+    exit_code = 7
+
+
 EXIT_INTERRUPTED = 130
+#: stdout was a pipe whose reader went away (``hlsdecrypt ... -o - | head``): ended quietly, as
+#: ``cat`` ends on SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 key``, ``2 keys``: messages count things, and count them in good English."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"

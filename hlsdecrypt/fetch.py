@@ -6,24 +6,31 @@ only http(s) URLs, a local one only files under its own folder (unless allowed o
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+import stat
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import Iterator
 
 from .crypto import Buffer
-from .errors import FetchError, InputError
+from .errors import FetchError, InputError, plural
+from .http import Failure, HttpClient
 from .playlist import MAX_PART, ByteRange, is_url, scheme_of
 from .retry import Backoff
-
-if TYPE_CHECKING:
-    import requests
 
 log = logging.getLogger("hlsdecrypt")
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+#: What a server may send at most, by kind: a playlist of a day-long recording is a few MiB;
+#: a key is 16 bytes (a little more is read, to say how long a wrong one is).
+MAX_PLAYLIST = 32 << 20
+MAX_KEY_FILE = 64
+#: A whole request may take this long, however steadily a server trickles.
+DEADLINE = 300.0
 
 
 #: Local files stream through the decryptor in chunks this size: small enough that the
@@ -49,12 +56,6 @@ class Scratch:
         return memoryview(self._buffers[i])[:size]
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float = 0.0):
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
 @dataclass
 class Fetcher:
     """Reads playlists, segments and key files; ``set_origin`` starts each stream (a batch shares one)."""
@@ -63,55 +64,85 @@ class Fetcher:
     backoff: Backoff = field(default_factory=Backoff)
     allow_any_path: bool = False
     pool_size: int = 8
-    _root: str | None = None  # folder of the local top-level playlist
+    deadline: float = DEADLINE
+    http: HttpClient | None = None
+    _root: str | None = None  # folder of the local top-level playlist, symlinks resolved
     _remote: bool = False  # the top-level playlist came over http(s)
-    _session: requests.Session | None = None
+
+    def __post_init__(self) -> None:
+        if self.http is None:
+            self.http = HttpClient(timeout=self.timeout, deadline=self.deadline, pool_size=self.pool_size)
 
     def set_origin(self, uri: str) -> None:
         """Remember where the top-level playlist lives: it bounds what its references may read."""
         self._remote = is_url(uri)
-        self._root = None if self._remote else os.path.dirname(os.path.abspath(uri))
+        self._root = None if self._remote else os.path.dirname(_real(uri))
 
     # -- public reads ------------------------------------------------------------------
 
-    def read_text(self, uri: str) -> str:
-        """A playlist's text; a playlist that cannot be read is bad input (exit 3)."""
+    def read_playlist(self, uri: str) -> tuple[str, str]:
+        """A playlist's text and the URI it was read from in the end (after redirects).
+
+        A playlist that cannot be read is bad input (exit 3).
+        """
         try:
-            data = self.read(uri)
+            if is_url(uri):
+                data, uri = self._read_http(uri, None, MAX_PLAYLIST, compressed=True)
+            else:
+                data = self._read_file(self._allowed_path(uri), None, MAX_PLAYLIST)
         except FetchError as exc:
             raise InputError(f"playlist {exc}") from None
         try:
-            return bytes(data).decode("utf-8-sig")
+            return bytes(data).decode("utf-8-sig"), uri
         except UnicodeDecodeError:
             raise InputError(f"{uri}: not an M3U8 playlist (not UTF-8 text)") from None
 
-    def read(self, uri: str, byterange: ByteRange | None = None) -> Buffer:
-        """The bytes of ``uri``, or of its ``byterange``."""
-        self.check_allowed(uri)
+    def read_text(self, uri: str) -> str:
+        return self.read_playlist(uri)[0]
+
+    def read_key(self, uri: str) -> bytes:
+        """A key file: 16 bytes, of which a little more is read, to say how long a wrong one is."""
         if is_url(uri):
-            return self._read_http(uri, byterange)
-        return self._read_file(uri, byterange)
+            data, _ = self._read_http(uri, None, MAX_KEY_FILE)
+        else:
+            data = self._read_file(self._allowed_path(uri), None, MAX_KEY_FILE)
+        return bytes(data)
+
+    def read(self, uri: str, byterange: ByteRange | None = None) -> Buffer:
+        """The bytes of a segment ``uri``, or of its ``byterange``."""
+        if is_url(uri):
+            return self._read_http(uri, byterange, MAX_PART)[0]
+        return self._read_file(self._allowed_path(uri), byterange, MAX_PART)
 
     def check_allowed(self, uri: str) -> None:
-        if is_url(uri):
-            return
+        if not is_url(uri):
+            self._allowed_path(uri)
+
+    def _allowed_path(self, uri: str) -> str:
+        """The real path of a local reference, if the playlist may make us read it.
+
+        Links are resolved first: a segment that is a symlink to ~/.volc/credentials is
+        outside the playlist's folder, whatever its name says.
+        """
         if scheme_of(uri):
             raise InputError(f"{uri}: only http(s) URLs and local paths can be read")
         if self._remote:
             raise InputError(f"{uri}: a remote playlist may only refer to http(s) URLs")
-        if self._root and not self.allow_any_path:
-            path = os.path.abspath(uri)
-            if os.path.commonpath([path, self._root]) != self._root:
-                raise InputError(f"{uri}: outside the playlist's folder (use --allow-any-path to permit)")
+        if "\0" in uri:
+            raise InputError(f"{uri!r}: a path with a NUL byte")
+        path = _real(uri)
+        if self._root and not self.allow_any_path and os.path.commonpath([path, self._root]) != self._root:
+            raise InputError(f"{uri}: outside the playlist's folder (use --allow-any-path to permit)")
+        return path
 
     # -- local files -------------------------------------------------------------------
 
     def read_chunks(self, path: str, byterange: ByteRange | None, scratch: Scratch,
                     chunk: int = CHUNK) -> Iterator[memoryview]:
         """A local file (or its byte range) in chunks, each a view of ``scratch`` valid until the next."""
-        self.check_allowed(path)
-        try:
-            with open(path, "rb", buffering=0) as f:
+        real = self._allowed_path(path)
+        with _open_regular(real, path) as f:
+            try:
                 size = _seek(f, byterange)
                 done = 0
                 while done < size:
@@ -121,91 +152,110 @@ class Fetcher:
                         raise FetchError(f"{path}: wanted {size} bytes{_at(byterange)}, file has {done + (got or 0)}")
                     done += got
                     yield view
-        except OSError as exc:
-            raise FetchError(f"{path}: {exc.strerror or exc}") from None
+            except OSError as exc:
+                raise FetchError(f"{path}: {exc.strerror or exc}") from None
 
     def local_size(self, path: str, byterange: ByteRange | None) -> int:
         """How many bytes ``read_chunks`` will give, checked against the file before any is read."""
-        self.check_allowed(path)
+        real = self._allowed_path(path)
         try:
-            size = os.stat(path).st_size
+            info = os.stat(real)
         except OSError as exc:
             raise FetchError(f"{path}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise FetchError(f"{path}: not a regular file")
         if byterange is None:
-            return size
-        if byterange.offset + byterange.length > size:
-            raise FetchError(f"{path}: wanted {byterange.length} bytes{_at(byterange)}, file has {size}")
+            return info.st_size
+        if byterange.offset + byterange.length > info.st_size:
+            raise FetchError(f"{path}: wanted {byterange.length} bytes{_at(byterange)}, file has {info.st_size}")
         return byterange.length
 
     @staticmethod
-    def _read_file(path: str, byterange: ByteRange | None) -> Buffer:
-        try:
-            with open(path, "rb", buffering=0) as f:
+    def _read_file(path: str, byterange: ByteRange | None, limit: int) -> Buffer:
+        with _open_regular(path, path) as f:
+            try:
                 size = _seek(f, byterange)
+                if size > limit:
+                    raise FetchError(f"{path}: {size} bytes, more than the {limit} a file of its kind may have")
                 buf = bytearray(size)
                 got = f.readinto(buf)
-        except OSError as exc:
-            raise FetchError(f"{path}: {exc.strerror or exc}") from None
+            except OSError as exc:
+                raise FetchError(f"{path}: {exc.strerror or exc}") from None
         if got != size:
             raise FetchError(f"{path}: wanted {size} bytes{_at(byterange)}, file has {got}")
         return buf
 
     # -- http(s) -----------------------------------------------------------------------
 
-    def session(self) -> requests.Session:
-        if self._session is None:
-            import requests  # here, not at the top: local runs never pay for importing it
-
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=self.pool_size)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = "hlsdecrypt"
-            self._session = session
-        return self._session
-
-    def _read_http(self, url: str, byterange: ByteRange | None) -> bytes:
+    def _read_http(self, url: str, byterange: ByteRange | None, limit: int,
+                   compressed: bool = False) -> tuple[Buffer, str]:
         delays = self.backoff.delays()
+        attempt = 1
         while True:
             try:
-                return self._get_once(url, byterange)
+                return self._get_once(url, byterange, limit, compressed)
             except _Retryable as exc:
                 delay = next(delays, None)
                 if delay is None:
-                    raise FetchError(f"{url}: {exc} (gave up after {self.backoff.attempts} attempts)") from None
-                log.debug("retrying %s in %.2fs: %s", url, delay, exc)
+                    tries = f" (gave up after {plural(attempt, 'attempt')})" if attempt > 1 else ""
+                    raise FetchError(f"{url}: {exc}{tries}") from None
+                log.info("%s: %s; retrying in %.1fs", url, exc, delay)
                 self.backoff.wait(delay, exc.retry_after)
+                attempt += 1
 
-    def _get_once(self, url: str, byterange: ByteRange | None) -> bytes:
-        import requests
-
+    def _get_once(self, url: str, byterange: ByteRange | None, limit: int,
+                  compressed: bool) -> tuple[Buffer, str]:
         headers = {}
         if byterange:
             headers["Range"] = f"bytes={byterange.offset}-{byterange.offset + byterange.length - 1}"
+        assert self.http is not None
         try:
-            response = self.session().get(url, headers=headers, timeout=self.timeout, stream=True)
-            announced = _int_or_zero(response.headers.get("Content-Length"))
-            if announced > MAX_PART:  # refused before a byte of it is held in memory
-                response.close()
-                raise FetchError(f"{url}: {announced} bytes is larger than any segment (2 GiB at most)")
-            body = response.content
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
-            raise FetchError(f"{url}: not a valid URL ({type(exc).__name__})") from None
-        except requests.RequestException as exc:
-            raise _Retryable(_describe(exc)) from None
-        status = response.status_code
+            answer = self.http.get(url, limit=limit, headers=headers, compressed=compressed)
+        except Failure as exc:
+            if exc.retryable:
+                raise _Retryable(str(exc)) from None
+            raise FetchError(f"{url}: {exc}") from None
+        status = answer.status
         if status in _RETRY_STATUS:
-            raise _Retryable(f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
+            raise _Retryable(f"HTTP {status}", _retry_after(answer.headers.get("Retry-After")))
         if status not in (200, 206):
             raise FetchError(f"{url}: HTTP {status}")
         if byterange is None:
             if status == 206:
                 raise FetchError(f"{url}: partial answer (206) to a request for the whole file")
-            return body
-        return _slice(url, byterange, status, response.headers.get("Content-Range"), body)
+            return answer.body, answer.url
+        return _slice(url, byterange, status, answer.headers.get("Content-Range"), answer.body), answer.url
 
 
-def _slice(url: str, byterange: ByteRange, status: int, content_range: str | None, body: bytes) -> bytes:
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float = 0.0):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@contextmanager
+def _open_regular(path: str, name: str) -> Iterator[io.FileIO]:
+    """Open a regular file for reading; never block on a FIFO or read a device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise FetchError(f"{name}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FetchError(f"{name}: not a regular file")
+    os.set_blocking(fd, True)
+    with open(fd, "rb", buffering=0) as f:
+        yield f
+
+
+def _real(path: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except ValueError:  # an embedded NUL byte
+        raise InputError(f"{path!r}: a path with a NUL byte") from None
+
+
+def _slice(url: str, byterange: ByteRange, status: int, content_range: str | None, body: Buffer) -> Buffer:
     """The requested range from a 206 whose Content-Range matches, or cut out of a whole 200 body.
 
     Some servers ignore Range and send the whole file with 200; writing that body as the range
@@ -224,7 +274,7 @@ def _slice(url: str, byterange: ByteRange, status: int, content_range: str | Non
     return body
 
 
-def _seek(f: BinaryIO, byterange: ByteRange | None) -> int:
+def _seek(f: io.FileIO, byterange: ByteRange | None) -> int:
     """Position ``f`` at the start of ``byterange`` and return how many bytes to read."""
     if byterange is None:
         return os.fstat(f.fileno()).st_size
@@ -236,25 +286,8 @@ def _at(byterange: ByteRange | None) -> str:
     return f" at offset {byterange.offset}" if byterange else ""
 
 
-def _int_or_zero(value: str | None) -> int:
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
-
-
 def _retry_after(value: str | None) -> float:
     try:
         return max(0.0, float(value)) if value else 0.0
     except ValueError:
         return 0.0
-
-
-def _describe(exc: requests.RequestException) -> str:
-    import requests
-
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    if isinstance(exc, requests.ConnectionError):
-        return "connection failed"
-    return type(exc).__name__

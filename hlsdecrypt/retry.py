@@ -8,9 +8,10 @@ run instantly and deterministically.
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
+
+from . import stop
 
 
 @dataclass
@@ -18,7 +19,7 @@ class Backoff:
     attempts: int = 4  # total tries, the first included
     base: float = 0.5
     cap: float = 20.0
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = stop.pause  # ends at once on Ctrl-C
     rng: random.Random = field(default_factory=random.Random)
 
     def delays(self) -> Iterator[float]:

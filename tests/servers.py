@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -25,12 +26,18 @@ class LoopbackServer:
         self._httpd.daemon_threads = True
 
     @property
-    def url(self) -> str:
+    def address(self) -> tuple[str, int]:
         host, port = self._httpd.server_address[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
         return f"http://{host}:{port}"
 
     def __enter__(self):
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        # a short poll: shutdown() waits for it, and every test pays that wait
+        threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -110,3 +117,60 @@ class StaticServer(LoopbackServer):
                 self.wfile.write(body)
 
         return Handler
+
+
+class SlowConnectProxy:
+    """A TCP proxy on 127.0.0.1 that holds each new connection ``delay`` seconds before passing
+    it on to ``upstream`` (host, port): a distant server's TCP and TLS set-up, on loopback."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float):
+        self.upstream, self.delay = upstream, delay
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._closed = threading.Event()
+
+    @property
+    def url(self) -> str:
+        host, port = self._listener.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        time.sleep(self.delay)
+        try:
+            server = socket.create_connection(self.upstream)
+        except OSError:
+            client.close()
+            return
+        for a, b in ((client, server), (server, client)):
+            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
