@@ -9,19 +9,22 @@ import posixpath
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Sequence
 from urllib.parse import urlsplit
 
-from . import __version__
+from . import __version__, stop
 from .api import DEFAULT_ENDPOINT, DEFAULT_REGION, ApiKeySource, endpoint_from_env, region_for
 from .credentials import find_credentials
 from .crypto import DataKey
 from .encrypt import DEFAULT_KEY_URI, IV_MODES, encrypt
-from .errors import EXIT_INTERRUPTED, HlsDecryptError, SegmentError, UsageError, VerificationFailed
-from .fetch import Fetcher
-from .keys import KeyChain, KeyFile, KeySource, KeyUri, StaticKey
+from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, SegmentError, UsageError,
+                     VerificationFailed, plural)
+from .fetch import DEADLINE, Fetcher
+from .keys import KeyChain, KeyFile, KeySource, KeyUri, NoCredentials, StaticKey
 from .keystore import KeyCache, write_keys
-from .pipeline import HTTP_JOBS, decrypt, decrypt_playlist, load_media_playlist
+from .output import check_target
+from .pipeline import HTTP_JOBS, decrypt_playlist, load_media_playlist
 from .playlist import MediaPlaylist, is_url
 from .progress import Progress
 from .report import write_json, write_junit, write_table
@@ -65,6 +68,9 @@ def _fetch_options() -> argparse.ArgumentParser:
     g.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="segments fetched and decrypted at once (default 6 over http(s), 1 for local files)")
     g.add_argument("--timeout", type=float, default=20.0, metavar="S", help="HTTP timeout in seconds (default 20)")
+    g.add_argument("--deadline", type=float, default=DEADLINE, metavar="S",
+                   help=f"most seconds one HTTP request may take, however steadily data comes (default {DEADLINE:g}; "
+                        "playlists and keys: 3 x --timeout)")
     g.add_argument("--retries", type=int, default=3, metavar="N", help="HTTP retries on transient errors (default 3)")
     g.add_argument("--no-media-check", action="store_true",
                    help="do not require decrypted segments to begin like MPEG-TS, fMP4 or packed audio")
@@ -84,12 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="decrypt a stream into one clear file",
                        description="Decrypt an AES-128 HLS stream (playlist path or URL) into one clear file.")
     d.add_argument("sources", nargs="*", metavar="SOURCE", help=SOURCE_HELP)
-    d.add_argument("-o", "--output", help="output file, or - for stdout; a folder for several sources")
+    d.add_argument("-o", "--output", help="output file, or - for stdout; or a folder to write into, "
+                                          "named after each source")
     d.add_argument("--batch", metavar="FILE", help="decrypt many streams: one 'SOURCE OUTPUT' per line")
     d.add_argument("--resume", action="store_true",
                    help="keep a journal beside the partial output, and continue an interrupted run from it")
     d.add_argument("--skip-missing", action="store_true",
                    help="write what can be fetched, list the segments that could not, and exit 5")
+    d.add_argument("--force", action="store_true",
+                   help="replace an existing output file (a batch otherwise skips streams whose output exists)")
     d.set_defaults(run=_run_decrypt)
     k = sub.add_parser("keys", parents=[common, _fetch_options(), _key_options()],
                        help="list a stream's keys (KeyIDs) and export them",
@@ -127,9 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_fetcher(args: argparse.Namespace) -> Fetcher:
-    if (args.jobs is not None and args.jobs < 1) or args.retries < 0 or args.timeout <= 0:
-        raise UsageError("--jobs must be at least 1, --retries at least 0, --timeout positive")
-    return Fetcher(timeout=args.timeout, backoff=Backoff(attempts=args.retries + 1),
+    if (args.jobs is not None and args.jobs < 1) or args.retries < 0 or args.timeout <= 0 or args.deadline <= 0:
+        raise UsageError("--jobs must be at least 1, --retries at least 0, --timeout and --deadline positive")
+    return Fetcher(timeout=args.timeout, deadline=args.deadline, backoff=Backoff(attempts=args.retries + 1),
                    allow_any_path=args.allow_any_path,
                    pool_size=max(args.jobs or 0, HTTP_JOBS) + 2)  # the key thread fetches too
 
@@ -158,6 +167,8 @@ def make_key_chain(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_fai
             raise UsageError(f"--api-endpoint {endpoint}: want an http(s) URL such as {DEFAULT_ENDPOINT}")
         sources.append(ApiKeySource(credentials, endpoint=endpoint, region=args.region or region_for(endpoint),
                                     rate=args.api_rate, timeout=args.timeout))
+    elif args.key_source == "auto":
+        sources.append(NoCredentials())  # so that a KeyID's failure says why the API was not asked
     if args.key_source in ("auto", "uri"):
         sources.append(KeyUri(fetcher))
     chain = KeyChain(sources, cache=cache, stop_after_failure=stop_after_failure)
@@ -172,101 +183,169 @@ def _describe(source: KeySource) -> str:
 
 
 def _run_decrypt(args: argparse.Namespace) -> int:
-    items = _decrypt_items(args)
+    jobs = _decrypt_jobs(args)
     fetcher = make_fetcher(args)
-    keys = make_key_chain(args, fetcher, stop_after_failure=len(items) == 1)
+    keys = make_key_chain(args, fetcher, stop_after_failure=len(jobs) == 1)
     try:
-        if len(items) == 1 and not args.batch:
-            source, output = items[0]
-            return _decrypt_one(args, source, output or args.output, keys, fetcher)
-        return _decrypt_batch(args, items, keys, fetcher)
+        if len(jobs) == 1 and not args.batch:
+            return _decrypt_one(args, jobs[0], keys, fetcher)
+        return _decrypt_batch(args, jobs, keys, fetcher)
     finally:
         keys.close()
 
 
-def _decrypt_items(args: argparse.Namespace) -> list[tuple[str, str | None]]:
-    """(source, output) pairs; an output of None is named after its source, in the -o folder."""
+@dataclass(frozen=True)
+class _Job:
+    """One stream to decrypt: into ``output``, or into ``folder`` under a name made from its source."""
+
+    source: str
+    output: str | None
+    folder: str | None = None
+
+    def target(self, playlist: MediaPlaylist) -> str:
+        return self.output or os.path.join(self.folder or ".", _output_name(self.source, playlist))
+
+
+def _decrypt_jobs(args: argparse.Namespace) -> list[_Job]:
+    """The streams and where each goes, checked before any work: no two streams may share an
+    output, and no output may be an input."""
+    if args.resume and args.output == "-":
+        raise UsageError("--resume needs an output file, not stdout")
     if args.batch:
         if args.sources:
             raise UsageError("give sources on the command line or with --batch, not both")
-        try:
-            with open(args.batch, encoding="utf-8") as f:
-                rows = [line.split() for line in f if line.strip() and not line.lstrip().startswith("#")]
-        except OSError as exc:
-            raise UsageError(f"--batch {args.batch}: {exc.strerror}") from None
-        bad = next((n for n, row in enumerate(rows, 1) if len(row) != 2), None)
-        if bad:
-            raise UsageError(f"--batch {args.batch}: entry {bad} is not 'SOURCE OUTPUT'")
-        return [(source, output) for source, output in rows]
-    if not args.sources:
+        if args.output:
+            raise UsageError("--batch names each output itself; -o has no meaning with it")
+        jobs = [_Job(source, output) for source, output in _batch_rows(args.batch)]
+    elif not args.sources:
         raise UsageError("decrypt needs a SOURCE (or --batch FILE)")
-    if not args.output:
+    elif not args.output:
         raise UsageError("decrypt needs -o OUTPUT")
-    if len(args.sources) == 1:
-        return [(args.sources[0], args.output)]
-    if not os.path.isdir(args.output):
+    elif len(args.sources) == 1 and not os.path.isdir(args.output):
+        jobs = [_Job(args.sources[0], args.output)]
+    elif os.path.isdir(args.output):
+        jobs = [_Job(source, None, args.output) for source in args.sources]
+    else:
         raise UsageError(f"-o {args.output}: with several sources, -o names an existing folder")
-    return [(source, None) for source in args.sources]
+    _refuse_shared_outputs(jobs)
+    return jobs
 
 
-def _decrypt_one(args: argparse.Namespace, source: str, output: str, keys: KeyChain, fetcher: Fetcher) -> int:
-    if args.resume and output == "-":
-        raise UsageError("--resume needs an output file, not stdout")
-    result = decrypt(source, output, keys, fetcher=fetcher, variant=args.variant, key_id_param=args.key_id_param,
-                     jobs=args.jobs, media_check=not args.no_media_check, resume=args.resume,
-                     skip_missing=args.skip_missing,
-                     progress=Progress() if sys.stderr.isatty() and not args.quiet else None)
+def _batch_rows(path: str) -> list[tuple[str, str]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = [line.split() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--batch {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+    bad = next((n for n, row in enumerate(rows, 1) if len(row) != 2), None)
+    if bad:
+        raise UsageError(f"--batch {path}: entry {bad} is not 'SOURCE OUTPUT'")
+    return [(source, output) for source, output in rows]
+
+
+def _refuse_shared_outputs(jobs: list[_Job]) -> None:
+    """``a/rec/index.m3u8`` and ``b/rec/index.m3u8`` would both become ``rec.ts``: say so now."""
+    seen: dict[str, str] = {}
+    for job in jobs:
+        name = (os.path.realpath(job.output) if job.output
+                else os.path.join(os.path.realpath(job.folder or "."), _output_stem(job.source)))
+        if name in seen and job.output != "-":
+            raise UsageError(f"{seen[name]} and {job.source} would both be written to "
+                             f"{job.output or os.path.join(job.folder or '.', _output_stem(job.source)) + '.*'}; "
+                             "name each output with --batch FILE ('SOURCE OUTPUT' per line)")
+        seen[name] = job.source
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """Files of this run that no output may replace (the playlists and segments are added later)."""
+    return [path for path in (args.keys, args.key_cache, args.credentials, args.batch) if path]
+
+
+def _decrypt_one(args: argparse.Namespace, job: _Job, keys: KeyChain, fetcher: Fetcher) -> int:
+    if job.output and job.output != "-":
+        check_target(job.output, force=args.force, inputs=[job.source, *_inputs(args)])  # before any work
+    playlist, chosen = load_media_playlist(job.source, fetcher, variant=args.variant, key_id_param=args.key_id_param)
+    output = job.target(playlist)
+    result = decrypt_playlist(playlist, output, keys, fetcher, variant=chosen, jobs=args.jobs,
+                              media_check=not args.no_media_check, resume=args.resume,
+                              skip_missing=args.skip_missing, force=args.force,
+                              inputs=[job.source, *_inputs(args)],
+                              progress=Progress() if sys.stderr.isatty() and not args.quiet else None)
     where = "stdout" if output == "-" else output
-    log.info("wrote %d segments, %d bytes, %d keys to %s", result.segments - len(result.gaps),
-             result.bytes_written, len(keys.resolved), where)
+    log.info("wrote %s, %s, %s to %s", plural(result.segments - len(result.gaps), "segment"),
+             _megabytes(result.bytes_written), plural(len(keys.resolved), "key"), where)
     if result.gaps:
-        log.error("error: %d of %d segments are missing from %s:", len(result.gaps), result.segments, where)
+        log.error("error: %d of %s are missing from %s:", len(result.gaps), plural(result.segments, "segment"), where)
         for gap in result.gaps:
             log.error("  %s", gap)
         return SegmentError.exit_code
     return 0
 
 
-def _decrypt_batch(args: argparse.Namespace, items: list[tuple[str, str | None]], keys: KeyChain,
-                   fetcher: Fetcher) -> int:
+def _decrypt_batch(args: argparse.Namespace, jobs: list[_Job], keys: KeyChain, fetcher: Fetcher) -> int:
     """Each stream in turn, with one key chain (so one cache and one rate limit); a failure
-    is reported and the others go on. Exit: 0, or the code of the first failure."""
+    is reported and the others go on; an output that exists already is skipped (unless
+    ``--force``), so that running a batch again finishes only what is missing.
+    Exit: 0, or the code of the first failure."""
     failures: list[tuple[str, int]] = []
-    for n, (source, output) in enumerate(items, 1):
+    skipped = 0
+    total = len(jobs)
+    for n, job in enumerate(jobs, 1):
         keys.next_stream()
         try:
-            playlist, chosen = load_media_playlist(source, fetcher, variant=args.variant,
+            if job.output and os.path.isfile(job.output) and not args.force:
+                log.info("[%d/%d] skipped %s: %s exists", n, total, job.source, job.output)
+                skipped += 1
+                continue
+            playlist, chosen = load_media_playlist(job.source, fetcher, variant=args.variant,
                                                    key_id_param=args.key_id_param)
-            output = output or os.path.join(args.output, _output_name(source, playlist))
+            output = job.target(playlist)
+            if os.path.isfile(output) and not args.force:
+                log.info("[%d/%d] skipped %s: %s exists", n, total, job.source, output)
+                skipped += 1
+                continue
             result = decrypt_playlist(playlist, output, keys, fetcher, variant=chosen, jobs=args.jobs,
                                       media_check=not args.no_media_check, resume=args.resume,
-                                      skip_missing=args.skip_missing)
+                                      skip_missing=args.skip_missing, force=args.force,
+                                      inputs=[job.source, *_inputs(args)])
         except HlsDecryptError as exc:
-            log.error("[%d/%d] FAILED %s: %s", n, len(items), source, exc)
-            failures.append((source, exc.exit_code))
+            log.error("[%d/%d] FAILED %s: %s", n, total, job.source, exc)
+            failures.append((job.source, exc.exit_code))
             continue
         if result.gaps:
-            log.error("[%d/%d] FAILED %s: %d segments missing: %s", n, len(items), source, len(result.gaps),
-                      "; ".join(result.gaps))
-            failures.append((source, SegmentError.exit_code))
+            log.error("[%d/%d] FAILED %s: %d of %s missing: %s", n, total, job.source, len(result.gaps),
+                      plural(result.segments, "segment"), "; ".join(result.gaps))
+            failures.append((job.source, SegmentError.exit_code))
             continue
-        log.info("[%d/%d] ok %s -> %s (%d segments, %d bytes)", n, len(items), source, output, result.segments,
-                 result.bytes_written)
-    log.log(logging.ERROR if failures else logging.INFO, "%d of %d streams decrypted%s", len(items) - len(failures),
-            len(items), f"; failed: {', '.join(s for s, _ in failures)}" if failures else "")
+        log.info("[%d/%d] ok %s -> %s (%s, %s)", n, total, job.source, output, plural(result.segments, "segment"),
+                 _megabytes(result.bytes_written))
+    done = total - len(failures) - skipped
+    log.log(logging.ERROR if failures else logging.INFO, "%d of %s decrypted%s%s", done, plural(total, "stream"),
+            f", {skipped} skipped (output exists)" if skipped else "",
+            f"; failed: {', '.join(s for s, _ in failures)}" if failures else "")
     return failures[0][1] if failures else 0
 
 
-def _output_name(source: str, playlist: MediaPlaylist) -> str:
-    """``rec1/index.m3u8`` -> ``rec1.ts`` (``.mp4`` for fMP4): a playlist's name, or its folder's."""
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def _output_stem(source: str) -> str:
+    """``rec1/index.m3u8`` -> ``rec1``: a playlist's name, or its folder's when the name says nothing."""
     path = urlsplit(source).path if is_url(source) else source
     stem = posixpath.splitext(posixpath.basename(path.rstrip("/")))[0]
     if stem in ("index", "playlist", "prog_index", "master", "") and posixpath.dirname(path):
         stem = posixpath.basename(posixpath.dirname(path)) or stem
-    return f"{stem or 'stream'}{'.mp4' if any(p.is_init for p in playlist.parts) else '.ts'}"
+    return stem or "stream"
+
+
+def _output_name(source: str, playlist: MediaPlaylist) -> str:
+    """``rec1/index.m3u8`` -> ``rec1.ts`` (``.mp4`` for fMP4)."""
+    return f"{_output_stem(source)}{'.mp4' if any(p.is_init for p in playlist.parts) else '.ts'}"
 
 
 def _run_keys(args: argparse.Namespace) -> int:
+    check_writable(args.export, "--export")
     fetcher = make_fetcher(args)
     playlist, _ = load_media_playlist(args.source, fetcher, variant=args.variant, key_id_param=args.key_id_param)
     rows = []
@@ -293,6 +372,8 @@ def _run_keys(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    check_writable(args.json, "--json")
+    check_writable(args.junit, "--junit")
     fetcher = make_fetcher(args)
     keys = make_key_chain(args, fetcher, stop_after_failure=False)
     try:
@@ -320,7 +401,18 @@ def _run_encrypt(args: argparse.Namespace) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    stop.request_stop()  # worker threads blocked on a server or a wait end now, not when it answers
     raise KeyboardInterrupt
+
+
+def check_writable(path: str | None, what: str) -> None:
+    """A report or key file is written after the work: its folder is checked before it."""
+    if path and path != "-":
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise UsageError(f"{what} {path}: no such folder {folder}")
+        if os.path.isdir(path):
+            raise UsageError(f"{what} {path}: is a folder")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -331,18 +423,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.propagate = False
     log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None  # clean up as for Ctrl-C
+    previous = {}
+    if on_main_thread:  # SIGTERM cleans up as Ctrl-C does
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return args.run(args)
     except HlsDecryptError as exc:
         log.error("error: %s", exc)
         return exc.exit_code
     except KeyboardInterrupt:
+        _end_line()
         log.error("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout went away (| head): end quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not complain
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # a bug: say so in one line, with the traceback under --verbose
-        log.error("unexpected error: %s: %s", type(exc).__name__, exc, exc_info=args.verbose)
+        log.error("unexpected error: %s: %s (a bug: please report it)", type(exc).__name__, exc,
+                  exc_info=args.verbose)
         return 1
     finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _end_line() -> None:
+    """Leave a progress line that Ctrl-C interrupted, so that the next message starts a line of its own."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+

@@ -55,6 +55,8 @@ def _from_file(path: Path) -> Credentials | None:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"credentials file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"credentials file {path}: not UTF-8 text") from None
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)

@@ -7,6 +7,8 @@ speed in pycryptodome, about ten times faster than its block-by-block ``MODE_CBC
 
 from __future__ import annotations
 
+import hashlib
+
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad
 from Crypto.Util.strxor import strxor
@@ -33,6 +35,10 @@ class DataKey:
         if len(text) != 32:
             raise ValueError("an AES-128 key is 32 hex digits")
         return cls(bytes.fromhex(text))
+
+    def fingerprint(self) -> str:
+        """Tells keys apart without revealing them (a resume journal keeps these, never keys)."""
+        return hashlib.sha256(b"hlsdecrypt journal\0" + self._value).hexdigest()[:16]
 
     def reveal(self) -> bytes:
         """The key itself: for the cipher and for an explicitly requested key export only."""

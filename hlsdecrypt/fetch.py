@@ -87,7 +87,7 @@ class Fetcher:
         """
         try:
             if is_url(uri):
-                data, uri = self._read_http(uri, None, MAX_PLAYLIST, compressed=True)
+                data, uri = self._read_http(uri, None, MAX_PLAYLIST, compressed=True, deadline=self._small_deadline)
             else:
                 data = self._read_file(self._allowed_path(uri), None, MAX_PLAYLIST)
         except FetchError as exc:
@@ -103,7 +103,7 @@ class Fetcher:
     def read_key(self, uri: str) -> bytes:
         """A key file: 16 bytes, of which a little more is read, to say how long a wrong one is."""
         if is_url(uri):
-            data, _ = self._read_http(uri, None, MAX_KEY_FILE)
+            data, _ = self._read_http(uri, None, MAX_KEY_FILE, deadline=self._small_deadline)
         else:
             data = self._read_file(self._allowed_path(uri), None, MAX_KEY_FILE)
         return bytes(data)
@@ -187,13 +187,18 @@ class Fetcher:
 
     # -- http(s) -----------------------------------------------------------------------
 
-    def _read_http(self, url: str, byterange: ByteRange | None, limit: int,
-                   compressed: bool = False) -> tuple[Buffer, str]:
+    @property
+    def _small_deadline(self) -> float:
+        """Playlists and keys are small: a few read timeouts are time enough for one."""
+        return min(self.deadline, 3 * self.timeout)
+
+    def _read_http(self, url: str, byterange: ByteRange | None, limit: int, *, compressed: bool = False,
+                   deadline: float | None = None) -> tuple[Buffer, str]:
         delays = self.backoff.delays()
         attempt = 1
         while True:
             try:
-                return self._get_once(url, byterange, limit, compressed)
+                return self._get_once(url, byterange, limit, compressed, deadline)
             except _Retryable as exc:
                 delay = next(delays, None)
                 if delay is None:
@@ -203,14 +208,14 @@ class Fetcher:
                 self.backoff.wait(delay, exc.retry_after)
                 attempt += 1
 
-    def _get_once(self, url: str, byterange: ByteRange | None, limit: int,
-                  compressed: bool) -> tuple[Buffer, str]:
+    def _get_once(self, url: str, byterange: ByteRange | None, limit: int, compressed: bool,
+                  deadline: float | None) -> tuple[Buffer, str]:
         headers = {}
         if byterange:
             headers["Range"] = f"bytes={byterange.offset}-{byterange.offset + byterange.length - 1}"
         assert self.http is not None
         try:
-            answer = self.http.get(url, limit=limit, headers=headers, compressed=compressed)
+            answer = self.http.get(url, limit=limit, headers=headers, compressed=compressed, deadline=deadline)
         except Failure as exc:
             if exc.retryable:
                 raise _Retryable(str(exc)) from None

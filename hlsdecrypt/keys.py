@@ -15,7 +15,7 @@ from typing import Iterable, Protocol
 
 from .crypto import DataKey
 from .errors import HlsDecryptError, KeyUnavailable, UsageError
-from .fetch import Fetcher
+from .fetch import MAX_KEY_FILE, Fetcher
 from .keystore import KeyCache, read_keys
 from .playlist import KeyRef, Part
 
@@ -71,12 +71,26 @@ class KeyUri:
 
     def lookup(self, ref: KeyRef) -> DataKey | None:
         try:
-            data = bytes(self._fetcher.read(ref.resolved_uri))
+            data = self._fetcher.read_key(ref.resolved_uri)
         except HlsDecryptError as exc:
             raise KeyUnavailable(str(exc)) from None
         if len(data) != 16:
-            raise KeyUnavailable(f"{ref.resolved_uri}: a key is 16 bytes, this one has {len(data)}")
+            more = "more than " if len(data) >= MAX_KEY_FILE else ""
+            raise KeyUnavailable(f"{ref.resolved_uri}: a key is 16 bytes, this one has {more}{len(data)}")
         return DataKey(data)
+
+
+class NoCredentials:
+    """Stands where the API would be when no access keys are configured, so that a KeyID no
+    other source has is reported as what it is, not as a failure of the key URI alone."""
+
+    name = "GetHLSEncryptDataKey"
+
+    def lookup(self, ref: KeyRef) -> DataKey | None:
+        if ref.key_id is None:
+            return None
+        raise KeyUnavailable("not asked: no access keys found (set VOLC_ACCESSKEY and VOLC_SECRETKEY, "
+                             "write ~/.volc/credentials, or give --credentials FILE)")
 
 
 class KeyChain:
@@ -84,8 +98,9 @@ class KeyChain:
 
     def __init__(self, sources: Iterable[KeySource], *, cache: KeyCache | None = None,
                  stop_after_failure: bool = True):
-        """``cache``, when given, keeps every key found by a source other than itself; put it
-        among ``sources`` too, where it should be asked."""
+        """``cache``, when given, keeps every key found by a source other than itself once the
+        key has proved itself on a part (``confirm``); put it among ``sources`` too, where it
+        should be asked."""
         self.sources = list(sources)
         self._cache = cache
         self._stop_after_failure = stop_after_failure
@@ -94,6 +109,7 @@ class KeyChain:
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlsdecrypt-keys")
         self.resolved: dict[str, DataKey] = {}  # key identity -> key, once found
+        self._unproven: dict[str, tuple[KeyRef, DataKey]] = {}  # found, not yet cached
 
     def prefetch(self, parts: Iterable[Part]) -> None:
         """Start resolving the keys of ``parts`` in order of first use."""
@@ -107,10 +123,20 @@ class KeyChain:
     def get(self, ref: KeyRef) -> DataKey:
         return self._future(ref, None).result()
 
-    def peek(self, ref: KeyRef) -> bytes | None:
+    def peek(self, ref: KeyRef) -> DataKey | None:
         """The key of ``ref`` if already resolved, without waiting: for fingerprints in journals."""
-        found = self.resolved.get(ref.identity)
-        return found.reveal() if found else None
+        return self.resolved.get(ref.identity)
+
+    def confirm(self, ref: KeyRef) -> None:
+        """The key of ``ref`` decrypted a part to valid media: now it may enter the cache.
+
+        A wrong key cached would fail every later run the same way, until someone edits the file.
+        """
+        if ref.identity in self._unproven:
+            with self._lock:
+                pending = self._unproven.pop(ref.identity, None)
+            if pending and self._cache:
+                self._cache.store(*pending)
 
     def next_stream(self) -> None:
         """Between the streams of a batch: forget failures and keys not resolved yet; keep the rest."""
@@ -148,7 +174,8 @@ class KeyChain:
                 log.debug("%s: key from %s", ref.name, source.name)
                 self.resolved[ref.identity] = key
                 if self._cache and source is not self._cache:
-                    self._cache.store(ref, key)
+                    with self._lock:
+                        self._unproven[ref.identity] = (ref, key)
                 return key
         why = "; ".join(failures) or f"no source has it (tried {', '.join(s.name for s in self.sources) or 'none'})"
         needed = f"; needed by {_summarise(users)}" if users else ""

@@ -6,25 +6,34 @@ created with mode 0600 and replaced atomically, so a crash never leaves half a f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from .crypto import DataKey
-from .errors import UsageError
+from .errors import OutputError, UsageError
 from .playlist import KeyRef
 
 
 def write_keys(path: str, keys: dict[str, DataKey]) -> None:
     """Write ``keys`` to ``path`` (mode 0600, atomically): the one place key material reaches a file."""
     target = os.path.abspath(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", dir=os.path.dirname(target))
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", dir=os.path.dirname(target))
+    except OSError as exc:
+        raise OutputError(f"{path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp creates it 0600
             json.dump({name: key.reveal().hex() for name, key in sorted(keys.items())}, f, indent=2)
             f.write("\n")
         os.replace(temp, target)
+    except OSError as exc:
+        os.unlink(temp)
+        raise OutputError(f"{path}: {exc.strerror}") from None
     except BaseException:
         os.unlink(temp)
         raise
@@ -50,16 +59,26 @@ def read_keys(path: str, what: str) -> dict[str, DataKey]:
 
 
 class KeyCache:
-    """``--key-cache FILE``: keys fetched by KeyID are kept, so that a re-run asks nobody."""
+    """``--key-cache FILE``: keys fetched by KeyID are kept, so that a re-run asks nobody.
+
+    Several processes may share one cache: a writer takes the lock beside it, reads what the
+    others wrote meanwhile, and writes the union, so no process's keys are lost.
+    """
 
     def __init__(self, path: str):
         self.path = path
         self.name = f"--key-cache {path}"
         self._lock = threading.Lock()
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise UsageError(f"--key-cache {path}: no such folder {folder}")
+        self._keys = self._read()
+
+    def _read(self) -> dict[str, DataKey]:
         try:
-            self._keys = read_keys(path, "--key-cache")
+            return read_keys(self.path, "--key-cache")
         except FileNotFoundError:
-            self._keys = {}
+            return {}
 
     def lookup(self, ref: KeyRef) -> DataKey | None:
         return self._keys.get(ref.key_id) if ref.key_id else None
@@ -67,6 +86,21 @@ class KeyCache:
     def store(self, ref: KeyRef, key: DataKey) -> None:
         if not ref.key_id or self._keys.get(ref.key_id) == key:
             return
-        with self._lock:
-            self._keys[ref.key_id] = key
-            write_keys(self.path, self._keys)
+        with self._lock, self._file_lock():
+            merged = {**self._read(), ref.key_id: key}
+            write_keys(self.path, merged)
+            self._keys = merged
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """A lock file beside the cache: the cache itself is replaced on each write, so it cannot hold one."""
+        folder, name = os.path.split(os.path.abspath(self.path))
+        try:
+            fd = os.open(os.path.join(folder, f".{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise OutputError(f"--key-cache {self.path}: cannot lock it ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

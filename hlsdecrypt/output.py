@@ -10,7 +10,8 @@ later run with ``resume`` continues from there when the plan and keys are unchan
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import errno
+import fcntl
 import json
 import os
 import queue
@@ -18,37 +19,54 @@ import stat
 import sys
 import tempfile
 import threading
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterable, TypeVar
+
+from .errors import OutputError
+
+T = TypeVar("T")
 
 JOURNAL_VERSION = 1
 
 
-def key_fingerprint(key: bytes) -> str:
-    """Tells keys apart without revealing them."""
-    return hashlib.sha256(b"hlsdecrypt journal\0" + key).hexdigest()[:16]
-
-
 class Output:
-    """The output under construction. Use as a context manager; ``file`` is the stream to write."""
+    """The output under construction. Use as a context manager; ``file`` is the stream to write.
 
-    def __init__(self, target: str, plan: str, *, resume: bool = False):
-        self.target, self.plan, self.resume = target, plan, resume
+    Nothing is destroyed that the user did not name as the output: an existing file is replaced
+    only with ``force``; a device or FIFO (``/dev/null``, a pipe a player reads) is written in
+    place, never replaced; and an output that is one of the run's ``inputs`` is refused. The
+    temporary file is locked while a run writes it, which tells a crashed run's leftovers (removed)
+    from another run's work in progress (refused).
+    """
+
+    def __init__(self, target: str, plan: str, *, resume: bool = False, force: bool = False,
+                 inputs: Iterable[str] = ()):
+        self.target, self.plan, self.resume, self.force = target, plan, resume, force
         self.parts_done = 0
         self.bytes_done = 0
         self.keys: dict[str, str] = {}  # key identity -> fingerprint, for parts written
         self.resumed = False
         self.file: BinaryIO
+        self.in_place = False  # a device or FIFO, written where it is
         self._temp = ""
         self._journal = ""
+        if target != "-":
+            self.in_place = check_target(target, force=force, inputs=inputs)
 
-    def __enter__(self) -> "Output":
+    def __enter__(self) -> Output:
         if self.target == "-":
             self.file = sys.stdout.buffer
             return self
+        if self.in_place:
+            if self.resume:
+                raise OutputError(f"{self.target}: not a regular file, so --resume cannot continue it")
+            self.file = _opened(self.target, lambda: os.open(self.target, os.O_WRONLY), "wb")
+            return self
         target = os.path.abspath(self.target)
         folder, name = os.path.split(target)
+        _remove_stale(folder, name)
         if not self.resume:
-            fd, self._temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+            fd, self._temp = _created(folder, lambda: tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder))
+            _lock(fd, target)
             self.file = os.fdopen(fd, "wb")
             return self
         self._temp = os.path.join(folder, f".{name}.part")
@@ -69,6 +87,7 @@ class Output:
                 or journal.get("plan") != self.plan or info.st_size < journal.get("bytes", -1)):
             os.close(fd)
             return None
+        _lock(fd, self.target)
         self.parts_done, self.bytes_done = journal["parts"], journal["bytes"]
         self.keys = dict(journal.get("keys", {}))
         os.ftruncate(fd, self.bytes_done)  # bytes written after the last journal entry are redone
@@ -77,10 +96,12 @@ class Output:
         return os.fdopen(fd, "wb")
 
     def _create(self) -> BinaryIO:
-        for stale in (self._temp, self._journal):
+        for stale in (self._temp, self._journal, self._journal + ".new"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)  # unlink removes a symlink itself, never its target
-        fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = _created(os.path.dirname(self._temp), lambda: os.open(self._temp, flags, 0o600))
+        _lock(fd, self.target)
         self.parts_done = self.bytes_done = 0
         self.keys = {}
         return os.fdopen(fd, "wb")
@@ -93,16 +114,18 @@ class Output:
         self.keys = {}
         self.resumed = False
 
-    def part_written(self, size: int, key_identity: str | None, key: bytes | None) -> None:
+    def part_written(self, size: int, key_identity: str | None, key_fingerprint: str | None) -> None:
         """Called once a part's bytes are all written: the journal moves on by one part."""
         self.parts_done += 1
         self.bytes_done += size
-        if key_identity and key is not None:
-            self.keys.setdefault(key_identity, key_fingerprint(key))
+        if key_identity and key_fingerprint:
+            self.keys.setdefault(key_identity, key_fingerprint)
         if self._journal:
             self.file.flush()
             temp = self._journal + ".new"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # whatever is there, a symlink included, is ours to replace
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({"version": JOURNAL_VERSION, "plan": self.plan, "parts": self.parts_done,
                            "bytes": self.bytes_done, "keys": self.keys}, f)
@@ -113,16 +136,120 @@ class Output:
             if exc_type is None:
                 self.file.flush()
             return
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError as error:  # the last buffered bytes met a full disk
+            if exc_type is None:
+                self._discard()
+                raise OutputError(f"{self.target}: {error.strerror or error}") from None
+        if self.in_place:
+            return
         if exc_type is None:
-            os.chmod(self._temp, 0o666 & ~_umask())
-            os.replace(self._temp, os.path.abspath(self.target))
-            if self._journal:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._journal)
+            self._publish()
         elif not self.resume:
-            with contextlib.suppress(OSError):
+            self._discard()
+
+    def _publish(self) -> None:
+        """Give the finished file its name; without ``force``, never over a file that appeared meanwhile."""
+        target = os.path.abspath(self.target)
+        os.chmod(self._temp, 0o666 & ~_umask())
+        try:
+            if self.force:
+                os.replace(self._temp, target)
+            else:
+                os.link(self._temp, target)  # fails if the name was taken since the run began
                 os.unlink(self._temp)
+        except FileExistsError:
+            self._discard()
+            raise OutputError(f"{self.target}: created by someone else during the run; "
+                              "nothing replaced (use --force to replace it)") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK) or os.path.lexists(target):
+                self._discard()
+                raise OutputError(f"{self.target}: {exc.strerror}") from None
+            os.replace(self._temp, target)  # a file system without hard links
+        if self._journal:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._journal)
+
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._temp)
+
+
+def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()) -> bool:
+    """Refuse an output that cannot or must not be written, before any work; True for a device
+    or FIFO, which is written in place."""
+    folder = os.path.dirname(os.path.abspath(target)) or "."
+    if not os.path.isdir(folder):
+        raise OutputError(f"{target}: no such folder {folder}")
+    real = os.path.realpath(target)
+    for given in inputs:
+        if given and os.path.realpath(given) == real:
+            raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"{target}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise OutputError(f"{target}: is a folder")
+    if stat.S_ISSOCK(info.st_mode):
+        raise OutputError(f"{target}: is a socket, which cannot be written as a file")
+    if not stat.S_ISREG(info.st_mode):
+        return True  # /dev/null, a FIFO, a terminal: written in place
+    if not force:
+        raise OutputError(f"{target}: exists (use --force to replace it)")
+    return False
+
+
+def _opened(target: str, opener: Callable[[], int], mode: str) -> BinaryIO:
+    try:
+        return os.fdopen(opener(), mode)  # type: ignore[return-value]  # "wb" gives a binary file
+    except OSError as exc:
+        raise OutputError(f"{target}: {exc.strerror}") from None
+
+
+def _created(folder: str, create: Callable[[], T]) -> T:
+    try:
+        return create()
+    except OSError as exc:
+        raise OutputError(f"cannot write in {folder}: {exc.strerror}") from None
+
+
+def _lock(fd: int, target: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputError(f"{target}: another hlsdecrypt is writing it now") from None
+
+
+def _remove_stale(folder: str, name: str) -> None:
+    """Remove the temporary files that crashed runs (``kill -9``) left for this output; a file
+    that a live run holds locked is that run's business."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(f".{name}.") and entry.endswith(".part") and entry != f".{name}.part"):
+            continue
+        path = os.path.join(folder, entry)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+        except OSError:
+            pass  # locked: a run in progress
+        finally:
+            os.close(fd)
 
 
 def _umask() -> int:

@@ -12,11 +12,11 @@ from functools import partial
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from .crypto import CbcDecryptor, decrypt_cbc
-from .errors import DecryptError, FetchError, InputError
+from .errors import DecryptError, FetchError, InputError, OutputError
 from .fetch import Buffer, Fetcher, Scratch
 from .keys import KeyChain
 from .media import start_problem
-from .output import BackgroundWriter, Output, key_fingerprint
+from .output import BackgroundWriter, Output
 from .playlist import MasterPlaylist, MediaPlaylist, Part, Variant, choose_variant, is_url, parse
 
 log = logging.getLogger("hlsdecrypt")
@@ -129,7 +129,9 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
             if data is None or part.cipher is None:
                 return data
             ref, iv = part.cipher
-            return check(part, decrypt_cbc(data, keys.get(ref), iv))
+            clear = check(part, decrypt_cbc(data, keys.get(ref), iv))
+            keys.confirm(ref)
+            return clear
 
     if jobs > 1:
         for part, data in zip(parts, ordered_map(whole, parts, jobs)):
@@ -156,6 +158,7 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
             for n, chunk in enumerate(chunks):
                 clear = decryptor.update(chunk, clear_scratch.view(len(chunk)))
                 yield check(part, clear) if n == 0 else clear
+            keys.confirm(ref)  # the padding at its end is checked too
 
     for part in parts:
         yield part, streamed(part)
@@ -172,27 +175,34 @@ def errors_about(part: Part) -> Iterator[None]:
 
 def decrypt(source: str, output: str, keys: KeyChain, *, fetcher: Fetcher | None = None,
             variant: str = "best", key_id_param: str | None = None, jobs: int | None = None, media_check: bool = True,
-            progress: ProgressSink | None = None, resume: bool = False, skip_missing: bool = False) -> DecryptResult:
+            progress: ProgressSink | None = None, resume: bool = False, skip_missing: bool = False,
+            force: bool = False, inputs: Iterable[str] = ()) -> DecryptResult:
     """Decrypt the HLS stream at ``source`` into one clear file ``output`` (``-`` for stdout).
 
     ``resume`` continues an earlier run's partial output when its plan and keys are unchanged
     (and keeps a failed run's partial output for that); ``skip_missing`` writes what can be
-    fetched and reports the rest in ``DecryptResult.gaps``.
+    fetched and reports the rest in ``DecryptResult.gaps``; ``force`` replaces an existing
+    output file; ``inputs`` are files the output must not be (key files, say): the playlist,
+    its segments and its key files are added to them.
     """
     fetcher = fetcher or Fetcher()
     playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
     return decrypt_playlist(playlist, output, keys, fetcher, variant=chosen, jobs=jobs, media_check=media_check,
-                            progress=progress, resume=resume, skip_missing=skip_missing)
+                            progress=progress, resume=resume, skip_missing=skip_missing, force=force,
+                            inputs=[source, *inputs])
 
 
 def decrypt_playlist(playlist: MediaPlaylist, output: str, keys: KeyChain, fetcher: Fetcher, *,
                      variant: Variant | None = None, jobs: int | None = None, media_check: bool = True,
                      progress: ProgressSink | None = None, resume: bool = False,
-                     skip_missing: bool = False) -> DecryptResult:
+                     skip_missing: bool = False, force: bool = False, inputs: Iterable[str] = ()) -> DecryptResult:
     """``decrypt`` for a playlist already loaded (by ``load_media_playlist`` with this ``fetcher``)."""
     gaps: list[str] | None = [] if skip_missing else None
     progress = progress or _NoProgress()
-    with Output(output, plan_fingerprint(playlist), resume=resume) as out:
+    local = [playlist.uri, *(p.uri for p in playlist.parts), *(k.resolved_uri for k in playlist.keys)]
+    inputs = [*inputs, *(uri for uri in local if not is_url(uri))]
+    with Output(output, plan_fingerprint(playlist), resume=resume, force=force, inputs=inputs) as out, \
+            _output_errors(output):
         if out.resumed and not _same_keys(out, playlist, keys):
             log.warning("the keys differ from the interrupted run's: starting over")
             out.restart()
@@ -208,10 +218,9 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str, keys: KeyChain, fetch
                 for chunk in chunks:
                     writer.write(chunk)
                     size += len(chunk)
-                if part.key is None:
-                    writer.call(partial(out.part_written, size, None, None))
-                else:
-                    writer.call(partial(out.part_written, size, part.key.identity, keys.peek(part.key)))
+                key = keys.peek(part.key) if part.key else None
+                writer.call(partial(out.part_written, size, part.key.identity if part.key else None,
+                                    key.fingerprint() if key else None))
                 progress.advance(size)
         finally:
             writer.close()
@@ -231,7 +240,21 @@ def plan_fingerprint(playlist: MediaPlaylist) -> str:
 def _same_keys(out: Output, playlist: MediaPlaylist, keys: KeyChain) -> bool:
     """Whether the keys the earlier run used, where still needed, are the ones we get now."""
     refs = {p.key.identity: p.key for p in playlist.parts[out.parts_done:] if p.key and p.key.identity in out.keys}
-    return all(key_fingerprint(keys.get(ref).reveal()) == out.keys[identity] for identity, ref in refs.items())
+    return all(keys.get(ref).fingerprint() == out.keys[identity] for identity, ref in refs.items())
+
+
+@contextmanager
+def _output_errors(output: str) -> Iterator[None]:
+    """A write that fails (disk full, a device that refuses) is the output's problem, said in one line.
+
+    A closed pipe on stdout is not an error of ours: it goes up as it is, for the caller to end quietly.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{'stdout' if output == '-' else output}: {exc.strerror or exc}") from None
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:

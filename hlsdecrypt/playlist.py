@@ -346,10 +346,15 @@ def resolve(base: str, ref: str, line: int = 0) -> str:
     pass through unchanged, for the fetcher to refuse.
     """
     try:
+        if "\0" in ref:
+            raise ValueError("a NUL byte")
         if is_url(ref) or is_url(base):
             return urljoin(base, ref)
         if scheme_of(ref):
             return ref
-        return os.path.normpath(os.path.join(os.path.dirname(base), unquote(urlsplit(ref).path)))
+        path = unquote(urlsplit(ref).path)
+        if "\0" in path:  # "%00": no file name holds one
+            raise ValueError("a NUL byte, as %00")
+        return os.path.normpath(os.path.join(os.path.dirname(base), path))
     except ValueError as exc:  # urllib refuses some malformed URLs, e.g. "http://[x"
         raise InputError(f"{base}: line {line}: bad URI {ref!r} ({exc})") from None

@@ -174,3 +174,74 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class HostileServer(LoopbackServer):
+    """Answers that a well-behaved client must survive, by path (each bounded, so it stops by itself):
+
+    ``/endless/*``: 200 with no Content-Length, then data until the client leaves (64 MiB at most);
+    ``/chunked/*``: the same, chunked; ``/bomb/*``: a small gzip body that inflates to 64 MiB;
+    ``/trickle-headers/*`` and ``/trickle-body/*``: four bytes a second; ``/silent/*``: reads the
+    request and never answers (30 s at most). Other paths are served from ``root``."""
+
+    LIMIT = 64 << 20
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.requests: Counter[str] = Counter()
+        super().__init__(quiet=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+        import gzip
+
+        bomb = gzip.compress(bytes(server.LIMIT), compresslevel=9)
+
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:
+                path = unquote(urlsplit(self.path).path)
+                mode = path.split("/")[1]
+                server.requests[mode] += 1
+                if mode == "silent":
+                    time.sleep(30)
+                    return
+                if mode == "trickle-headers":
+                    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n" + bytes(16):
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.25)
+                    return
+                if mode == "trickle-body":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    for _ in range(100):
+                        self.wfile.write(b"\0")
+                        self.wfile.flush()
+                        time.sleep(0.25)
+                    return
+                if mode == "bomb":
+                    self.send_response(200)
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(bomb)))
+                    self.end_headers()
+                    self.wfile.write(bomb)
+                    return
+                if mode in ("endless", "chunked"):
+                    self.close_connection = True
+                    self.send_response(200)
+                    if mode == "chunked":
+                        self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    piece = bytes(1 << 16)
+                    for _ in range(server.LIMIT // len(piece)):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if mode == "chunked" else piece)
+                    return
+                file = server.root / path.lstrip("/")
+                body = file.read_bytes() if file.is_file() else b""
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler

@@ -178,7 +178,7 @@ def test_failed_run_keeps_an_existing_output_intact(run, fixtures, tmp_path):
     out = tmp_path / "out.ts"
     out.write_bytes(b"previous result")
     (fixtures / "implicit_iv/seg5.ts").unlink()
-    code, _ = run("decrypt", fixtures / "implicit_iv/index.m3u8", "-o", out)
+    code, _ = run("decrypt", fixtures / "implicit_iv/index.m3u8", "-o", out, "--force")
     assert code == 5
     assert out.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
