@@ -128,7 +128,8 @@ class ApiKeySource:
         parts = urlsplit(self.endpoint)
         path = parts.path or "/"
         query, headers = sign_get(parts.netloc, path, [("Action", ACTION), ("Version", VERSION), ("KeyID", key_id)],
-                                  self.credentials.access_key, self.credentials.secret_key, self.region, SERVICE)
+                                  self.credentials.access_key, self.credentials.secret_key, self.region, SERVICE,
+                                  session_token=self.credentials.session_token)
         url = f"{parts.scheme}://{parts.netloc}{path}?{query}"
         what = f"{ACTION} for KeyID {key_id}"
         self._limiter.acquire()

@@ -1,8 +1,10 @@
 """A fake of the live service's OpenAPI on 127.0.0.1: GetHLSEncryptDataKey only.
 
 It checks every request's signature with its own implementation of the V4 scheme (written
-from the specification, sharing no code with hlsdecrypt.signer), enforces the account rate
-limit, records when each request arrived, and answers with scripted faults on demand.
+from the specification, sharing no code with hlsdecrypt.signer) and, when it stands for
+temporary (STS) credentials, that the session token came in a signed ``X-Security-Token``
+header; it enforces the account rate limit, records when each request arrived, and answers
+with scripted faults on demand.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from servers import LoopbackServer, QuietHandler
 
 AK, SK = "AKLTfakeaccesskey0001", "ZmFrZXNlY3JldGtleTAwMDE="
+#: Temporary credentials, as STS AssumeRole hands them out: they only work with their token.
+STS_AK, STS_SK = "AKTPfaketemporarykey0001", "ZmFrZXRlbXBvcmFyeXNlY3JldDAwMDE="
+STS_TOKEN = "STS2eyJmYWtlIjoidGVtcG9yYXJ5In0=.fake+session/token"
 
 STATUS_OF = {
     "CommonErr": 200, "InvalidParam": 400, "InvalidParam.BindError": 400, "RequestForbidden": 403,
@@ -53,12 +58,16 @@ def expected_signature(secret: str, method: str, path: str, raw_query: str, head
 class FakeLiveApi(LoopbackServer):
     """``keys``: KeyID -> the DataKey string to answer. ``script``: faults to answer, in order,
     before normal service: an error code from STATUS_OF, or "http429", "garbage", "slow", "drop",
-    or ("datakey", value)."""
+    or ("datakey", value). ``session_token``: the credentials are temporary (``STS_AK``/``STS_SK``
+    by default) and every request must carry this token, signed; without it, no request may."""
 
-    def __init__(self, keys: dict[str, str], *, rate: float = 1.0, region: str = "cn-north-1"):
+    def __init__(self, keys: dict[str, str], *, rate: float = 1.0, region: str = "cn-north-1",
+                 session_token: str | None = None):
         self.keys = keys
         self.rate = rate
         self.region = region
+        self.session_token = session_token
+        self.access_key, self.secret_key = (STS_AK, STS_SK) if session_token else (AK, SK)
         self.script: list = []
         self.arrivals: list[float] = []  # time.monotonic() of every request
         self.asked: list[str] = []  # KeyID of every request
@@ -122,7 +131,7 @@ class FakeLiveApi(LoopbackServer):
                 ak, date, region, service, signed, signature = match.groups()
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 x_date = headers.get("x-date", "")
-                if ak != AK or region != api.region or service != "live" or not x_date.startswith(date):
+                if ak != api.access_key or region != api.region or service != "live" or not x_date.startswith(date):
                     return "wrong credential scope"
                 if headers.get("x-content-sha256") != hashlib.sha256(b"").hexdigest():
                     return "wrong X-Content-Sha256"
@@ -132,8 +141,24 @@ class FakeLiveApi(LoopbackServer):
                 names = signed.split(";")
                 if not {"host", "x-date"} <= set(names) or any(n not in headers for n in names):
                     return "required headers not signed"
-                want = expected_signature(SK, "GET", path, query, headers, names, date, region, service, x_date)
+                token_problem = self._token_problem(headers.get("x-security-token"), names)
+                if token_problem:
+                    return token_problem
+                want = expected_signature(api.secret_key, "GET", path, query, headers, names, date, region, service,
+                                          x_date)
                 return None if hmac.compare_digest(want, signature) else "signature mismatch"
+
+            @staticmethod
+            def _token_problem(token: str | None, signed: list[str]) -> str | None:
+                """Temporary credentials need their token, and the token must be covered by the signature."""
+                if api.session_token is None:
+                    return "X-Security-Token sent with long-term credentials" if token is not None else None
+                if token is None:
+                    return "temporary credentials without X-Security-Token"
+                if "x-security-token" not in signed:
+                    return "X-Security-Token not signed"
+                same = hmac.compare_digest(token.encode("utf-8", "replace"), api.session_token.encode())
+                return None if same else "wrong X-Security-Token"
 
             def _meta(self, request_id: str) -> dict:
                 return {"RequestId": request_id, "Action": "GetHLSEncryptDataKey", "Version": "2023-01-01",
