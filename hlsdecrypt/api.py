@@ -23,7 +23,7 @@ from .crypto import DataKey
 from .errors import ApiError, KeyUnavailable
 from .playlist import KeyRef
 from .ratelimit import RateLimiter
-from .retry import Backoff
+from .retry import Backoff, retry_after_seconds
 from .signer import sign_get
 
 if TYPE_CHECKING:
@@ -168,7 +168,4 @@ class ApiKeySource:
 
 
 def _retry_after(response: requests.Response) -> float:
-    try:
-        return float(response.headers.get("Retry-After", 0))
-    except ValueError:
-        return 0.0
+    return retry_after_seconds(response.headers.get("Retry-After"))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 from .crypto import Buffer
 from .errors import FetchError, InputError
 from .playlist import MAX_PART, ByteRange, is_url, scheme_of
-from .retry import Backoff
+from .retry import Backoff, retry_after_seconds
 
 if TYPE_CHECKING:
     import requests
@@ -195,7 +195,7 @@ class Fetcher:
             raise _Retryable(_describe(exc)) from None
         status = response.status_code
         if status in _RETRY_STATUS:
-            raise _Retryable(f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
+            raise _Retryable(f"HTTP {status}", retry_after_seconds(response.headers.get("Retry-After")))
         if status not in (200, 206):
             raise FetchError(f"{url}: HTTP {status}")
         if byterange is None:
@@ -241,13 +241,6 @@ def _int_or_zero(value: str | None) -> int:
         return int(value or 0)
     except ValueError:
         return 0
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return max(0.0, float(value)) if value else 0.0
-    except ValueError:
-        return 0.0
 
 
 def _describe(exc: requests.RequestException) -> str:

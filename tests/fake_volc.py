@@ -58,7 +58,8 @@ def expected_signature(secret: str, method: str, path: str, raw_query: str, head
 class FakeLiveApi(LoopbackServer):
     """``keys``: KeyID -> the DataKey string to answer. ``script``: faults to answer, in order,
     before normal service: an error code from STATUS_OF, or "http429", "garbage", "slow", "drop",
-    or ("datakey", value). ``session_token``: the credentials are temporary (``STS_AK``/``STS_SK``
+    or ("datakey", value), or ("retry-after", 429 or 503, the Retry-After header's value).
+    ``session_token``: the credentials are temporary (``STS_AK``/``STS_SK``
     by default) and every request must carry this token, signed; without it, no request may."""
 
     def __init__(self, keys: dict[str, str], *, rate: float = 1.0, region: str = "cn-north-1",
@@ -118,6 +119,9 @@ class FakeLiveApi(LoopbackServer):
                     return self._send(200, b"<html>proxy error</html>", "text/html")
                 if isinstance(fault, str) and fault in STATUS_OF:
                     return self._error(request_id, fault, f"scripted {fault}", STATUS_OF[fault])
+                if isinstance(fault, tuple) and fault[0] == "retry-after":
+                    code = "AccountFlowLimitExceeded" if fault[1] == 429 else "ServiceUnavailable"
+                    return self._error(request_id, code, f"scripted {code}", fault[1], {"Retry-After": fault[2]})
                 value = fault[1] if isinstance(fault, tuple) else api.keys.get(key_id)
                 if value is None:
                     return self._error(request_id, "ResourceNotFound", "no such key", 404)
@@ -164,13 +168,17 @@ class FakeLiveApi(LoopbackServer):
                 return {"RequestId": request_id, "Action": "GetHLSEncryptDataKey", "Version": "2023-01-01",
                         "Service": "live", "Region": api.region}
 
-            def _error(self, request_id: str, code: str, message: str, status: int) -> None:
+            def _error(self, request_id: str, code: str, message: str, status: int,
+                       headers: dict[str, str] | None = None) -> None:
                 meta = self._meta(request_id)
                 meta["Error"] = {"Code": code, "CodeN": 10000 + status, "Message": message}
-                self._send(status, json.dumps({"ResponseMetadata": meta}).encode())
+                self._send(status, json.dumps({"ResponseMetadata": meta}).encode(), headers=headers)
 
-            def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+            def _send(self, status: int, body: bytes, content_type: str = "application/json",
+                      headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
