@@ -4,7 +4,7 @@ Looked up as the official SDKs' users keep them, the first complete set winning:
 
 1. ``VOLC_ACCESSKEY`` and ``VOLC_SECRETKEY`` (the ``volcengine`` SDK, which has the live API);
 2. ``VOLCENGINE_ACCESS_KEY``, ``VOLCENGINE_SECRET_KEY`` and, for temporary (STS) credentials,
-   ``VOLCENGINE_SESSION_TOKEN`` (the newer ``volcengine-python-sdk``, Terraform, the CLI);
+   ``VOLCENGINE_SESSION_TOKEN`` (the newer ``volcengine-python-sdk`` and the Terraform provider);
 3. ``~/.volc/credentials`` (INI, ``[default]``, ``access_key_id``, ``secret_access_key``,
    ``session_token``); else ``~/.volc/config`` (JSON ``{"ak", "sk", "session_token"}``, or the
    ``AccessKeyId``/``SecretAccessKey``/``SessionToken`` of an STS ``AssumeRole`` answer).
