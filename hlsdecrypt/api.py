@@ -23,7 +23,7 @@ from .errors import ApiError, KeyUnavailable, plural
 from .http import Answer, Failure, HttpClient
 from .playlist import KeyRef
 from .ratelimit import RateLimiter
-from .retry import Backoff
+from .retry import Backoff, retry_after_seconds
 from .signer import sign_get
 
 log = logging.getLogger("hlsdecrypt")
@@ -132,7 +132,8 @@ class ApiKeySource:
         parts = urlsplit(self.endpoint)
         path = parts.path or "/"
         query, headers = sign_get(parts.netloc, path, [("Action", ACTION), ("Version", VERSION), ("KeyID", key_id)],
-                                  self.credentials.access_key, self.credentials.secret_key, self.region, SERVICE)
+                                  self.credentials.access_key, self.credentials.secret_key, self.region, SERVICE,
+                                  session_token=self.credentials.session_token)
         url = f"{parts.scheme}://{parts.netloc}{path}?{query}"
         what = f"KeyID {key_id}"
         assert self._http is not None
@@ -150,7 +151,7 @@ class ApiKeySource:
             meta = body.get("ResponseMetadata") or {}
         except (ValueError, AttributeError):
             raise ApiError(f"{what}: HTTP {status} with a body that is not the API's JSON", status=status,
-                           retryable=True, retry_after=_retry_after(answer.headers.get("Retry-After"))) from None
+                           retryable=True, retry_after=retry_after_seconds(answer.headers.get("Retry-After"))) from None
         request_id = str(meta.get("RequestId") or answer.headers.get("X-Tt-Logid") or "-")
         err = meta.get("Error")
         if err or status != 200:
@@ -159,14 +160,8 @@ class ApiKeySource:
             retryable = (code.startswith(RETRYABLE_CODES) or _is_flow_limit(code) or status == 429 or status >= 500)
             raise ApiError(f"{what}: {code}: {message} (HTTP {status}, RequestId {request_id})", code=code,
                            request_id=request_id, status=status, retryable=retryable,
-                           retry_after=_retry_after(answer.headers.get("Retry-After")))
+                           retry_after=retry_after_seconds(answer.headers.get("Retry-After")))
         log.debug("%s: HTTP %d, RequestId %s", what, status, request_id)
         result = body.get("Result") or {}
         return decode_data_key(result.get("DataKey"), key_id)
 
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return max(0.0, float(value)) if value else 0.0
-    except ValueError:
-        return 0.0

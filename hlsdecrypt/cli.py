@@ -50,8 +50,9 @@ def _key_options() -> argparse.ArgumentParser:
                         "none = neither")
     a = p.add_argument_group("the live service's key API (GetHLSEncryptDataKey)")
     a.add_argument("--credentials", metavar="FILE",
-                   help="access keys: INI [default] access_key_id/secret_access_key, or JSON {ak, sk} "
-                        "(default: VOLC_ACCESSKEY/VOLC_SECRETKEY, then ~/.volc/credentials, ~/.volc/config)")
+                   help="access keys: INI [default] access_key_id/secret_access_key[/session_token], or JSON "
+                        "{ak, sk[, session_token]} (default: VOLC_ACCESSKEY/VOLC_SECRETKEY, then VOLCENGINE_ACCESS_KEY"
+                        "/_SECRET_KEY[/_SESSION_TOKEN], then ~/.volc/credentials, ~/.volc/config)")
     a.add_argument("--api-endpoint", metavar="URL", default=None,
                    help=f"default: $HLSDECRYPT_API_ENDPOINT or {DEFAULT_ENDPOINT}")
     a.add_argument("--region", default=None, help=f"signing region (default {DEFAULT_REGION}; "

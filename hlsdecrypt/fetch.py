@@ -19,7 +19,7 @@ from .crypto import Buffer
 from .errors import FetchError, InputError, plural
 from .http import Failure, HttpClient
 from .playlist import MAX_PART, ByteRange, is_url, scheme_of
-from .retry import Backoff
+from .retry import Backoff, retry_after_seconds
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -222,7 +222,7 @@ class Fetcher:
             raise FetchError(f"{url}: {exc}") from None
         status = answer.status
         if status in _RETRY_STATUS:
-            raise _Retryable(f"HTTP {status}", _retry_after(answer.headers.get("Retry-After")))
+            raise _Retryable(f"HTTP {status}", retry_after_seconds(answer.headers.get("Retry-After")))
         if status not in (200, 206):
             raise FetchError(f"{url}: HTTP {status}")
         if byterange is None:
@@ -289,10 +289,3 @@ def _seek(f: io.FileIO, byterange: ByteRange | None) -> int:
 
 def _at(byterange: ByteRange | None) -> str:
     return f" at offset {byterange.offset}" if byterange else ""
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return max(0.0, float(value)) if value else 0.0
-    except ValueError:
-        return 0.0

@@ -1,8 +1,10 @@
 """Volcengine OpenAPI request signing (HMAC-SHA256, "V4"), one small function per step.
 
 Follows the official SDK's ``volcengine/auth/SignerV4.py``: the signed headers are ``host``,
-``x-content-sha256`` and ``x-date``; the credential scope is ``date/region/service/request``;
-the signing key chains HMACs over the date, region, service and ``request``.
+``x-content-sha256`` and ``x-date``, and with temporary (STS) credentials ``x-security-token``,
+which carries the session token and is signed like every ``X-`` header; the credential scope is
+``date/region/service/request``; the signing key chains HMACs over the date, region, service
+and ``request``. The canonical request holds the session token: never log it whole.
 """
 
 from __future__ import annotations
@@ -50,11 +52,17 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
 
 
 def sign_get(netloc: str, path: str, params: Iterable[tuple[str, str]], access_key: str, secret_key: str,
-             region: str, service: str, now: datetime | None = None) -> tuple[str, dict[str, str]]:
-    """Sign a GET with an empty body: returns the canonical query string to send and the headers."""
+             region: str, service: str, now: datetime | None = None,
+             session_token: str = "") -> tuple[str, dict[str, str]]:
+    """Sign a GET with an empty body: returns the canonical query string to send and the headers.
+
+    A ``session_token`` (temporary credentials) is sent as ``X-Security-Token`` and signed.
+    """
     x_date = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     query = canonical_query(params)
     signed = {"host": canonical_host(netloc), "x-content-sha256": EMPTY_SHA256, "x-date": x_date}
+    if session_token:
+        signed["x-security-token"] = session_token
     scope = credential_scope(x_date[:8], region, service)
     to_sign = string_to_sign(x_date, scope, canonical_request("GET", path, query, signed, EMPTY_SHA256))
     key = signing_key(secret_key, x_date[:8], region, service)
@@ -63,6 +71,7 @@ def sign_get(netloc: str, path: str, params: Iterable[tuple[str, str]], access_k
         "Host": signed["host"],
         "X-Date": x_date,
         "X-Content-Sha256": EMPTY_SHA256,
+        **({"X-Security-Token": session_token} if session_token else {}),
         "Authorization": f"{ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={';'.join(sorted(signed))}, "
                          f"Signature={signature}",
     }

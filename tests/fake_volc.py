@@ -1,8 +1,10 @@
 """A fake of the live service's OpenAPI on 127.0.0.1: GetHLSEncryptDataKey only.
 
 It checks every request's signature with its own implementation of the V4 scheme (written
-from the specification, sharing no code with hlsdecrypt.signer), enforces the account rate
-limit, records when each request arrived, and answers with scripted faults on demand.
+from the specification, sharing no code with hlsdecrypt.signer) and, when it stands for
+temporary (STS) credentials, that the session token came in a signed ``X-Security-Token``
+header; it enforces the account rate limit, records when each request arrived, and answers
+with scripted faults on demand.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from servers import LoopbackServer, QuietHandler
 
 AK, SK = "AKLTfakeaccesskey0001", "ZmFrZXNlY3JldGtleTAwMDE="
+#: Temporary credentials, as STS AssumeRole hands them out: they only work with their token.
+STS_AK, STS_SK = "AKTPfaketemporarykey0001", "ZmFrZXRlbXBvcmFyeXNlY3JldDAwMDE="
+STS_TOKEN = "STS2eyJmYWtlIjoidGVtcG9yYXJ5In0=.fake+session/token"
 
 STATUS_OF = {
     "CommonErr": 200, "InvalidParam": 400, "InvalidParam.BindError": 400, "RequestForbidden": 403,
@@ -53,12 +58,17 @@ def expected_signature(secret: str, method: str, path: str, raw_query: str, head
 class FakeLiveApi(LoopbackServer):
     """``keys``: KeyID -> the DataKey string to answer. ``script``: faults to answer, in order,
     before normal service: an error code from STATUS_OF, or "http429", "garbage", "slow", "drop",
-    or ("datakey", value)."""
+    or ("datakey", value), or ("retry-after", 429 or 503, the Retry-After header's value).
+    ``session_token``: the credentials are temporary (``STS_AK``/``STS_SK``
+    by default) and every request must carry this token, signed; without it, no request may."""
 
-    def __init__(self, keys: dict[str, str], *, rate: float = 1.0, region: str = "cn-north-1"):
+    def __init__(self, keys: dict[str, str], *, rate: float = 1.0, region: str = "cn-north-1",
+                 session_token: str | None = None):
         self.keys = keys
         self.rate = rate
         self.region = region
+        self.session_token = session_token
+        self.access_key, self.secret_key = (STS_AK, STS_SK) if session_token else (AK, SK)
         self.script: list = []
         self.arrivals: list[float] = []  # time.monotonic() of every request
         self.asked: list[str] = []  # KeyID of every request
@@ -109,6 +119,9 @@ class FakeLiveApi(LoopbackServer):
                     return self._send(200, b"<html>proxy error</html>", "text/html")
                 if isinstance(fault, str) and fault in STATUS_OF:
                     return self._error(request_id, fault, f"scripted {fault}", STATUS_OF[fault])
+                if isinstance(fault, tuple) and fault[0] == "retry-after":
+                    code = "AccountFlowLimitExceeded" if fault[1] == 429 else "ServiceUnavailable"
+                    return self._error(request_id, code, f"scripted {code}", fault[1], {"Retry-After": fault[2]})
                 value = fault[1] if isinstance(fault, tuple) else api.keys.get(key_id)
                 if value is None:
                     return self._error(request_id, "ResourceNotFound", "no such key", 404)
@@ -122,7 +135,7 @@ class FakeLiveApi(LoopbackServer):
                 ak, date, region, service, signed, signature = match.groups()
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 x_date = headers.get("x-date", "")
-                if ak != AK or region != api.region or service != "live" or not x_date.startswith(date):
+                if ak != api.access_key or region != api.region or service != "live" or not x_date.startswith(date):
                     return "wrong credential scope"
                 if headers.get("x-content-sha256") != hashlib.sha256(b"").hexdigest():
                     return "wrong X-Content-Sha256"
@@ -132,20 +145,40 @@ class FakeLiveApi(LoopbackServer):
                 names = signed.split(";")
                 if not {"host", "x-date"} <= set(names) or any(n not in headers for n in names):
                     return "required headers not signed"
-                want = expected_signature(SK, "GET", path, query, headers, names, date, region, service, x_date)
+                token_problem = self._token_problem(headers.get("x-security-token"), names)
+                if token_problem:
+                    return token_problem
+                want = expected_signature(api.secret_key, "GET", path, query, headers, names, date, region, service,
+                                          x_date)
                 return None if hmac.compare_digest(want, signature) else "signature mismatch"
+
+            @staticmethod
+            def _token_problem(token: str | None, signed: list[str]) -> str | None:
+                """Temporary credentials need their token, and the token must be covered by the signature."""
+                if api.session_token is None:
+                    return "X-Security-Token sent with long-term credentials" if token is not None else None
+                if token is None:
+                    return "temporary credentials without X-Security-Token"
+                if "x-security-token" not in signed:
+                    return "X-Security-Token not signed"
+                same = hmac.compare_digest(token.encode("utf-8", "replace"), api.session_token.encode())
+                return None if same else "wrong X-Security-Token"
 
             def _meta(self, request_id: str) -> dict:
                 return {"RequestId": request_id, "Action": "GetHLSEncryptDataKey", "Version": "2023-01-01",
                         "Service": "live", "Region": api.region}
 
-            def _error(self, request_id: str, code: str, message: str, status: int) -> None:
+            def _error(self, request_id: str, code: str, message: str, status: int,
+                       headers: dict[str, str] | None = None) -> None:
                 meta = self._meta(request_id)
                 meta["Error"] = {"Code": code, "CodeN": 10000 + status, "Message": message}
-                self._send(status, json.dumps({"ResponseMetadata": meta}).encode())
+                self._send(status, json.dumps({"ResponseMetadata": meta}).encode(), headers=headers)
 
-            def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+            def _send(self, status: int, body: bytes, content_type: str = "application/json",
+                      headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -4,7 +4,10 @@ The expected headers below were produced by ``volcengine`` 1.0.229 from PyPI, wi
 ``volcengine.auth.SignerV4.SignerV4.sign`` on a GET ``Request`` (path ``/``, empty body,
 headers ``Host`` and ``User-Agent``), ``Credentials(ak, sk, "live", region)``, and
 ``SignerV4.get_current_format_date`` patched to return the X-Date shown. The SDK is not a
-dependency: these strings are its recorded output.
+dependency: these strings are its recorded output. tests/record_sdk_vectors.py is the recipe
+(run with the SDK in a throwaway venv, as its docstring says): it prints every vector below,
+the session token one recorded both through ``SignerV4.sign`` with
+``Credentials(..., session_token=...)`` and through ``LiveService.set_session_token``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,33 @@ def test_signature_matches_the_official_sdk(host, key_id, region, x_date, signat
         "Authorization": f"HMAC-SHA256 Credential={AK}/{x_date[:8]}/{region}/live/request, "
                          f"SignedHeaders=host;x-content-sha256;x-date, Signature={signature}",
     }
+
+
+# Temporary (STS) credentials, as recorded from the SDK with a session token.
+STS_AK, STS_SK = "AKTPexampletemporarykeyid", "VGVtcG9yYXJ5U2VjcmV0S2V5RXhhbXBsZQ=="
+STS_TOKEN = "STS2eyJMVFJvbGVTZXNzaW9uIjoiZXhhbXBsZSJ9+/=.example-token"
+
+
+def test_session_token_is_sent_and_signed_as_the_official_sdk_does():
+    now = datetime(2025, 3, 12, 8, 45, 1, tzinfo=timezone.utc)
+    params = [*PARAMS, ("KeyID", "08e765a4da0c4028755c3c")]
+    _, headers = sign_get("live.volcengineapi.com", "/", params, STS_AK, STS_SK, "cn-north-1", "live", now,
+                          session_token=STS_TOKEN)
+    assert headers == {
+        "Host": "live.volcengineapi.com",
+        "X-Date": "20250312T084501Z",
+        "X-Content-Sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "X-Security-Token": STS_TOKEN,
+        "Authorization": f"HMAC-SHA256 Credential={STS_AK}/20250312/cn-north-1/live/request, "
+                         "SignedHeaders=host;x-content-sha256;x-date;x-security-token, "
+                         "Signature=9dbd7b06193b8c2bec80263788d35c7a8cd507fdb4a44bb58d78b8490fa8e241",
+    }
+
+
+def test_without_a_session_token_no_token_header_is_sent_or_signed():
+    _, headers = sign_get("h", "/", PARAMS, AK, SK, "r", "live", session_token="")
+    assert "X-Security-Token" not in headers
+    assert "SignedHeaders=host;x-content-sha256;x-date," in headers["Authorization"]
 
 
 def test_canonical_query_is_sorted_and_percent_encoded():
