@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a clear recording that the decrypted stream must equal byte for byte")
     v.add_argument("--expect-rotation", type=int, metavar="N", help="require a new key at least every N segments")
     v.add_argument("--strict", action="store_true", help="reused IVs and plain-http key URIs fail instead of warn")
-    v.add_argument("--json", metavar="FILE", help="write the report as JSON (schema in the README)")
-    v.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML, one test case per check")
+    v.add_argument("--json", metavar="FILE", help="write the report as JSON (schema in the README); - for stdout")
+    v.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML, one test case per check; "
+                                                   "- for stdout")
     v.set_defaults(run=_run_verify)
     e = sub.add_parser("encrypt", parents=[common, _fetch_options()],
                        help="encrypt a clear stream (to build test streams)",
@@ -293,6 +294,9 @@ def _run_keys(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    to_stdout = [option for option, target in (("--json", args.json), ("--junit", args.junit)) if target == "-"]
+    if len(to_stdout) > 1:
+        raise UsageError(f"only one report can go to stdout, not {' and '.join(to_stdout)}")
     fetcher = make_fetcher(args)
     keys = make_key_chain(args, fetcher, stop_after_failure=False)
     try:
@@ -302,7 +306,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     finally:
         keys.close()
     if not args.quiet:
-        write_table(report, sys.stdout)
+        write_table(report, sys.stderr if to_stdout else sys.stdout)  # stdout carries the report asked for
     if args.json:
         write_json(report, args.json)
     if args.junit:
