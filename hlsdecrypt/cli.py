@@ -19,6 +19,7 @@ from .crypto import DataKey
 from .encrypt import DEFAULT_KEY_URI, IV_MODES, encrypt
 from .errors import EXIT_INTERRUPTED, HlsDecryptError, SegmentError, UsageError, VerificationFailed
 from .fetch import Fetcher
+from .html_report import write_html
 from .keys import KeyChain, KeyFile, KeySource, KeyUri, StaticKey
 from .keystore import KeyCache, write_keys
 from .pipeline import HTTP_JOBS, decrypt, decrypt_playlist, load_media_playlist
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", metavar="FILE", help="write the report as JSON (schema in the README); - for stdout")
     v.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML, one test case per check; "
                                                    "- for stdout")
+    v.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML page with a "
+                                                  "timeline of the stream; - for stdout")
     v.set_defaults(run=_run_verify)
     e = sub.add_parser("encrypt", parents=[common, _fetch_options()],
                        help="encrypt a clear stream (to build test streams)",
@@ -294,7 +297,8 @@ def _run_keys(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    to_stdout = [option for option, target in (("--json", args.json), ("--junit", args.junit)) if target == "-"]
+    to_stdout = [option for option, target in (("--json", args.json), ("--junit", args.junit), ("--html", args.html))
+                 if target == "-"]
     if len(to_stdout) > 1:
         raise UsageError(f"only one report can go to stdout, not {' and '.join(to_stdout)}")
     fetcher = make_fetcher(args)
@@ -311,6 +315,8 @@ def _run_verify(args: argparse.Namespace) -> int:
         write_json(report, args.json)
     if args.junit:
         write_junit(report, args.junit)
+    if args.html:
+        write_html(report, args.html)
     return VerificationFailed.exit_code if report.failed else 0
 
 
