@@ -108,7 +108,7 @@ def _overview(reports: list[Report], names: list[str]) -> str:
 
 def _stream(n: int, report: Report, name: str) -> str:
     variant = f" · variant {escape(report.variant)}" if report.variant else ""
-    rotation = f" · a new key expected at least every {report.expect_rotation} segments" \
+    rotation = f" · a new key expected at least every {_count(report.expect_rotation, 'segment')}" \
         if report.expect_rotation else ""
     meta = (f'<p class="meta"><code>{escape(report.playlist)}</code>{variant}<br>{report.segments} segments, '
             f"{report.parts} parts, {report.keys} keys{rotation}</p>")
@@ -231,28 +231,28 @@ def _legend(report: Report, runs: list[Run]) -> str:
         if part.key_index is not None and part.status != CLEAR:
             key, count = used.get(part.key_index, (part.key or "", 0))
             used[part.key_index] = (key, count + 1)
-    items = [_swatch(f"K{i + 1} {key}", _parts(count), style=f"background:{key_colour(i)}")
+    items = [_swatch(f"K{i + 1} {key}", _count(count, "part"), style=f"background:{key_colour(i)}")
              for i, (key, count) in sorted(used.items())[:LEGEND_KEYS]]
     if len(used) > LEGEND_KEYS:
         items.append(f"<li>… and {len(used) - LEGEND_KEYS} more keys (colours repeat every {len(KEY_COLOURS)})</li>")
     counts = {status: sum(p.status == status for p in report.timeline) for status in (CLEAR, FAILED)}
     if counts[CLEAR]:
-        items.append(_swatch("clear (not encrypted)", _parts(counts[CLEAR]),
+        items.append(_swatch("clear (not encrypted)", _count(counts[CLEAR], "part"),
                              style=f"background:{CLEAR_COLOUR}; border:1px dashed #8a939c"))
     if counts[FAILED]:
-        items.append(_swatch("failed", _parts(counts[FAILED]), style=f"border:3px solid {FAILED_COLOUR}"))
+        items.append(_swatch("failed", _count(counts[FAILED], "part"), style=f"border:3px solid {FAILED_COLOUR}"))
     reused = sum(p.iv_reused for p in report.timeline)
     if reused:
-        items.append(_swatch("IV reused under the same key", _parts(reused), kind="dot"))
+        items.append(_swatch("IV reused under the same key", _count(reused, "part"), kind="dot"))
     if len({r.key_index for r in runs}) > 1:
         items.append(_swatch("key rotation", kind="bar"))
     if report.expect_rotation and any(r.segments > report.expect_rotation for r in runs):
-        items.append(_swatch(f"more than {report.expect_rotation} segments under one key", kind="long"))
+        items.append(_swatch(f"more than {_count(report.expect_rotation, 'segment')} under one key", kind="long"))
     return f'<ul class="legend">{"".join(items)}</ul>'
 
 
-def _parts(count: int) -> str:
-    return f"{count} part{'' if count == 1 else 's'}"
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def _swatch(what: str, count: str = "", *, style: str = "", kind: str = "") -> str:
