@@ -21,6 +21,7 @@ from .encrypt import DEFAULT_KEY_URI, IV_MODES, encrypt
 from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, SegmentError, UsageError,
                      VerificationFailed, plural)
 from .fetch import DEADLINE, Fetcher
+from .html_report import write_html
 from .keys import KeyChain, KeyFile, KeySource, KeyUri, NoCredentials, StaticKey
 from .keystore import KeyCache, write_keys
 from .output import check_target
@@ -117,8 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a clear recording that the decrypted stream must equal byte for byte")
     v.add_argument("--expect-rotation", type=int, metavar="N", help="require a new key at least every N segments")
     v.add_argument("--strict", action="store_true", help="reused IVs and plain-http key URIs fail instead of warn")
-    v.add_argument("--json", metavar="FILE", help="write the report as JSON (schema in the README)")
-    v.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML, one test case per check")
+    v.add_argument("--json", metavar="FILE", help="write the report as JSON (schema in the README); - for stdout")
+    v.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML, one test case per check; "
+                                                   "- for stdout")
+    v.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML page with a "
+                                                  "timeline of the stream; - for stdout")
     v.set_defaults(run=_run_verify)
     e = sub.add_parser("encrypt", parents=[common, _fetch_options()],
                        help="encrypt a clear stream (to build test streams)",
@@ -373,8 +377,12 @@ def _run_keys(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    check_writable(args.json, "--json")
-    check_writable(args.junit, "--junit")
+    reports = (("--json", args.json), ("--junit", args.junit), ("--html", args.html))
+    for option, target in reports:
+        check_writable(target, option)
+    to_stdout = [option for option, target in reports if target == "-"]
+    if len(to_stdout) > 1:
+        raise UsageError(f"only one report can go to stdout, not {' and '.join(to_stdout)}")
     fetcher = make_fetcher(args)
     keys = make_key_chain(args, fetcher, stop_after_failure=False)
     try:
@@ -384,11 +392,13 @@ def _run_verify(args: argparse.Namespace) -> int:
     finally:
         keys.close()
     if not args.quiet:
-        write_table(report, sys.stdout)
+        write_table(report, sys.stderr if to_stdout else sys.stdout)  # stdout carries the report asked for
     if args.json:
         write_json(report, args.json)
     if args.junit:
         write_junit(report, args.junit)
+    if args.html:
+        write_html(report, args.html)
     return VerificationFailed.exit_code if report.failed else 0
 
 

@@ -1,12 +1,29 @@
-"""How a verify report is shown: a table on the terminal, JSON, and JUnit XML for CI systems."""
+"""How verify reports are shown: a table on the terminal, JSON, and JUnit XML for CI systems.
+
+The writers take one report or a list of them (several streams in one CI job), and write to a
+path, to ``-`` for stdout, or to an open file (binary, or text). The HTML page is ``html_report``.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import posixpath
+import re
+import sys
 import xml.etree.ElementTree as ET
-from typing import TextIO
+from typing import BinaryIO, Sequence, TextIO, Union
+from urllib.parse import urlsplit
 
-from .verify import FAIL, SKIP, WARN, Report
+from .errors import UsageError
+from .playlist import is_url
+from .verify import FAIL, PASS, SKIP, WARN, Report
+
+#: Where a report goes: a path, "-" for stdout, or an open binary or text file.
+Target = Union[str, "os.PathLike[str]", BinaryIO, TextIO]
+STREAMS_SCHEMA = "hlsdecrypt.verify-streams/1"
+_GENERIC_STEMS = ("index", "playlist", "prog_index", "master", "")
 
 
 def write_table(report: Report, out: TextIO) -> None:
@@ -21,20 +38,44 @@ def write_table(report: Report, out: TextIO) -> None:
     out.write(f"result: {'FAIL' if report.failed else 'PASS'}\n")
 
 
-def write_json(report: Report, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report.as_json(), f, indent=2)
-        f.write("\n")
+def json_document(reports: Report | Sequence[Report]) -> dict:
+    """One report as its own object; a list (even of one) as ``{"schema", "result", "reports"}``.
+
+    The shape follows what the caller verified, not how many streams there happened to be, so
+    a script reading ``--batch`` output never meets the single shape by chance.
+    """
+    if isinstance(reports, Report):
+        return reports.as_json()
+    return {"schema": STREAMS_SCHEMA, "result": FAIL if any(r.failed for r in reports) else PASS,
+            "reports": [r.as_json() for r in reports]}
 
 
-def write_junit(report: Report, path: str) -> None:
-    """One test case per check: failures as <failure>, skips as <skipped>, warnings in <system-out>."""
-    suite = ET.Element("testsuite", name="hlsdecrypt verify", tests=str(len(report.checks)),
+def write_json(reports: Report | Sequence[Report], target: Target) -> None:
+    write_output(target, (json.dumps(json_document(reports), indent=2) + "\n").encode("utf-8"))
+
+
+def write_junit(reports: Report | Sequence[Report], target: Target) -> None:
+    """One ``<testsuite>`` per stream, named after it, and one test case per check whose class
+    name carries the stream (``hlsdecrypt.verify.<stream>``), so that streams do not collide.
+    Failures are ``<failure>``, skips ``<skipped>``, passes and warnings say so in ``<system-out>``."""
+    listed = [reports] if isinstance(reports, Report) else list(reports)
+    root = ET.Element("testsuites", name="hlsdecrypt verify")
+    for report, name in zip(listed, stream_names([r.source for r in listed])):
+        root.append(_suite(report, name))
+    for count in ("tests", "failures", "errors", "skipped"):
+        root.set(count, str(sum(int(suite.get(count)) for suite in root)))
+    write_output(target, ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
+
+
+def _suite(report: Report, name: str) -> ET.Element:
+    suite = ET.Element("testsuite", name=name, tests=str(len(report.checks)),
                        failures=str(sum(c.status == FAIL for c in report.checks)), errors="0",
                        skipped=str(sum(c.status == SKIP for c in report.checks)))
-    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="playlist", value=report.playlist)
+    properties = ET.SubElement(suite, "properties")
+    ET.SubElement(properties, "property", name="source", value=report.source)
+    ET.SubElement(properties, "property", name="playlist", value=report.playlist)
     for check in report.checks:
-        case = ET.SubElement(suite, "testcase", classname="hlsdecrypt.verify", name=check.name)
+        case = ET.SubElement(suite, "testcase", classname=f"hlsdecrypt.verify.{name}", name=check.name)
         detail = "\n".join([check.summary, *check.evidence])
         if check.status == FAIL:
             ET.SubElement(case, "failure", message=check.summary).text = detail
@@ -42,6 +83,53 @@ def write_junit(report: Report, path: str) -> None:
             ET.SubElement(case, "skipped", message=check.summary)
         else:
             ET.SubElement(case, "system-out").text = f"{check.status}: {detail}"
-    root = ET.Element("testsuites")
-    root.append(suite)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return suite
+
+
+def stream_name(source: str) -> str:
+    """A short name for a stream: ``rec1/index.m3u8`` -> ``rec1``, ``https://h/live/cam2.m3u8?sig=…`` -> ``cam2``.
+
+    Only letters, digits, ``_`` and ``-``: CI systems split JUnit class names at dots, and a
+    query string may carry a signature that has no place in a test name.
+    """
+    path = urlsplit(source).path if is_url(source) else source
+    path = path.rstrip("/")
+    stem = posixpath.splitext(posixpath.basename(path))[0]
+    if stem in _GENERIC_STEMS and posixpath.dirname(path):
+        stem = posixpath.basename(posixpath.dirname(path)) or stem
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "stream"
+
+
+def stream_names(sources: Sequence[str]) -> list[str]:
+    """``stream_name`` of each source, made unique by ``-2``, ``-3``… in order."""
+    names: list[str] = []
+    for source in sources:
+        base = name = stream_name(source)
+        n = 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names
+
+
+def write_output(target: Target, data: bytes) -> None:
+    """Write a whole rendered report to a path, ``-`` (stdout) or an open file."""
+    if isinstance(target, str) and target == "-":
+        stdout = sys.stdout
+        stdout.flush()
+        if hasattr(stdout, "buffer"):  # the bytes as rendered, whatever the locale's encoding
+            stdout.buffer.write(data)
+            stdout.buffer.flush()
+        else:
+            stdout.write(data.decode("utf-8"))
+    elif isinstance(target, (str, os.PathLike)):
+        try:
+            with open(target, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise UsageError(f"cannot write the report to {os.fspath(target)}: {exc.strerror}") from None
+    elif isinstance(target, io.TextIOBase):
+        target.write(data.decode("utf-8"))
+    else:
+        target.write(data)

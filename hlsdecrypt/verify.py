@@ -10,9 +10,12 @@ warnings, and failures only with ``strict``.
 
 from __future__ import annotations
 
+import os.path
+import posixpath
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO, Iterable
+from urllib.parse import unquote, urlsplit
 
 from .crypto import DataKey, decrypt_cbc
 from .errors import DecryptError, KeyUnavailable, UsageError
@@ -20,9 +23,10 @@ from .fetch import Buffer, Fetcher
 from .keys import KeyChain
 from .media import looks_clear, structure_problem
 from .pipeline import default_jobs, errors_about, load_media_playlist, ordered_map
-from .playlist import KeyRef, MediaPlaylist, Part
+from .playlist import KeyRef, MediaPlaylist, Part, is_url
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+CLEAR, OK, FAILED = "clear", "ok", "failed"  # what became of one part
 CHECKS = ("coverage", "ciphertext", "decryption", "key-availability", "key-rotation", "key-reuse", "iv-reuse",
           "key-transport", "reference")
 EVIDENCE_LIMIT = 20
@@ -36,6 +40,22 @@ class Check:
     evidence: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PartOutcome:
+    """What verify saw of one part, so that a report can draw the stream: names and verdicts, never key values."""
+
+    label: str
+    sequence: int | None  # None for an init section
+    name: str  # the file name of its URI, without the query (which may carry a signature)
+    duration: float
+    discontinuity: bool
+    key: str | None  # how messages name its key; None for a clear part
+    key_index: int | None  # the key's place among the stream's keys, in order of first use
+    status: str  # CLEAR, OK or FAILED
+    iv_reused: bool  # its IV serves another part under the same key
+    problem: str | None = None  # why it failed
+
+
 @dataclass
 class Report:
     source: str
@@ -45,6 +65,8 @@ class Report:
     parts: int
     keys: int
     checks: list[Check]
+    timeline: tuple[PartOutcome, ...] = ()  # every part, in playlist order
+    expect_rotation: int | None = None
 
     @property
     def failed(self) -> bool:
@@ -54,7 +76,8 @@ class Report:
         """The documented report (schema ``hlsdecrypt.verify/1``, see the README)."""
         return {"schema": "hlsdecrypt.verify/1", "result": FAIL if self.failed else PASS, "source": self.source,
                 "playlist": self.playlist, "variant": self.variant, "segments": self.segments,
-                "parts": self.parts, "keys": self.keys, "checks": [asdict(c) for c in self.checks]}
+                "parts": self.parts, "keys": self.keys, "checks": [asdict(c) for c in self.checks],
+                "expect_rotation": self.expect_rotation, "timeline": [asdict(p) for p in self.timeline]}
 
 
 @dataclass
@@ -71,6 +94,12 @@ class _Observed:
     key_values: dict[DataKey, list[str]] = field(default_factory=lambda: defaultdict(list))
     reference_diff: str | None = None
     reference_done: bool = True
+    problems: dict[Part, str] = field(default_factory=dict)  # part -> why it failed, for the timeline
+
+    def fault(self, found: list[str], part: Part, why: str) -> None:
+        """Record a failed part both as evidence for its check and against the part itself."""
+        found.append(f"{part.label}: {why}")
+        self.problems.setdefault(part, why)
 
 
 def verify(source: str, keys: KeyChain, fetcher: Fetcher, *, variant: str = "best",
@@ -104,7 +133,25 @@ def verify(source: str, keys: KeyChain, fetcher: Fetcher, *, variant: str = "bes
         _iv_reuse(playlist, strict), _transport(playlist, strict), _reference(reference, seen),
     ]
     return Report(source, playlist.uri, chosen.uri if chosen else None, len(playlist.segments),
-                  len(playlist.parts), len(playlist.keys), checks)
+                  len(playlist.parts), len(playlist.keys), checks, _timeline(playlist, seen), expect_rotation)
+
+
+def _timeline(playlist: MediaPlaylist, seen: _Observed) -> tuple[PartOutcome, ...]:
+    index = {ref.identity: n for n, ref in enumerate(playlist.keys)}
+    reused = {p for parts in _iv_uses(playlist).values() if len(parts) > 1 for p in parts}
+    outcomes = []
+    for part in playlist.parts:
+        problem = seen.problems.get(part)
+        status = FAILED if problem else CLEAR if part.cipher is None else OK
+        key = part.key if part.cipher else None
+        outcomes.append(PartOutcome(part.label, part.sequence, _file_name(part.uri), part.duration, part.discontinuity,
+                                    key.name if key else None, index[key.identity] if key else None, status,
+                                    part in reused, problem))
+    return tuple(outcomes)
+
+
+def _file_name(uri: str) -> str:
+    return posixpath.basename(unquote(urlsplit(uri).path)) if is_url(uri) else os.path.basename(uri)
 
 
 def _open_reference(path: str | None) -> BinaryIO | None:
@@ -125,26 +172,27 @@ def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, see
         return raw
     ref, iv = part.cipher
     if looks_clear(raw):
-        seen.broken_ciphertext.append(f"{part.label}: clear media under METHOD=AES-128")
+        seen.fault(seen.broken_ciphertext, part, "clear media under METHOD=AES-128")
         return None
     if len(raw) % 16:
-        seen.broken_ciphertext.append(f"{part.label}: {len(raw)} bytes, not a multiple of 16 (truncated?)")
+        seen.fault(seen.broken_ciphertext, part, f"{len(raw)} bytes, not a multiple of 16 (truncated?)")
         return None
     try:
         key = keys.get(ref)
     except KeyUnavailable as exc:
         seen.unavailable.setdefault(ref.identity, str(exc))
+        seen.problems.setdefault(part, f"no key: {exc}")
         return None
     if ref.name not in seen.key_values[key]:
         seen.key_values[key].append(ref.name)
     try:
         clear = decrypt_cbc(raw, key, iv)
     except DecryptError as exc:
-        seen.decrypt_failures.append(f"{part.label}: {exc}")
+        seen.fault(seen.decrypt_failures, part, str(exc))
         return None
     problem = structure_problem(clear)
     if problem:
-        seen.decrypt_failures.append(f"{part.label}: {problem}")
+        seen.fault(seen.decrypt_failures, part, problem)
         return None
     seen.decrypted += 1
     seen.containers["MPEG-TS" if clear[:1] == b"\x47" else "fMP4" if bytes(clear[4:8]).isalpha() else "audio"] += 1
@@ -161,6 +209,7 @@ def _compare(part: Part, clear: Buffer | None, ref: BinaryIO | None, seen: _Obse
     if expected != clear:
         at = next((i for i, (a, b) in enumerate(zip(expected, bytes(clear))) if a != b), len(expected))
         seen.reference_diff = f"{part.label} differs from the reference at its byte {at}"
+        seen.problems.setdefault(part, f"differs from the reference at its byte {at}")
 
 
 def _check(name: str, status: str, summary: str, evidence: Iterable[str] = ()) -> Check:
@@ -248,14 +297,19 @@ def _reuse(playlist: MediaPlaylist, seen: _Observed) -> Check:
     return _check("key-reuse", PASS, f"{len(seen.key_values)} keys, all different")
 
 
-def _iv_reuse(playlist: MediaPlaylist, strict: bool) -> Check:
+def _iv_uses(playlist: MediaPlaylist) -> dict[tuple[str, bytes], list[Part]]:
+    """The encrypted parts under each (key identity, IV) pair."""
     uses: dict[tuple[str, bytes], list[Part]] = defaultdict(list)
-    names: dict[str, str] = {}
     for part in playlist.parts:
         if part.cipher:
             ref, iv = part.cipher
             uses[(ref.identity, iv)].append(part)
-            names[ref.identity] = ref.name
+    return uses
+
+
+def _iv_reuse(playlist: MediaPlaylist, strict: bool) -> Check:
+    uses = _iv_uses(playlist)
+    names = {p.key.identity: p.key.name for p in playlist.parts if p.cipher}
     reused = [f"IV 0x{iv.hex()} under {names[identity]}: {len(parts)} parts, first {parts[0].label}"
               for (identity, iv), parts in uses.items() if len(parts) > 1]
     if not uses:
