@@ -3,10 +3,17 @@
 The m3u8 library does the tokenising; everything it returns as text (IVs, byte ranges, key
 URIs) is converted here, once, into the dataclasses below, together with the playlist line
 each part came from, so that later errors can name it.
+
+Playlists in the wild carry tags that decryption never reads and that the library cannot
+always parse (a decimal TARGETDURATION, a date that is not one, IPTV attributes in EXTINF,
+low-latency parts). ``_clean`` hides those from the library line for line, so that line
+numbers stay exact, and notes under ``-v`` the ones it could not have parsed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os.path
 import re
 from dataclasses import dataclass
@@ -15,6 +22,8 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 import m3u8
 
 from .errors import InputError, UnsupportedEncryption
+
+log = logging.getLogger("hlsdecrypt")
 
 #: Query parameters that carry a KeyID in a key URI; the live service writes ``key_id``.
 KEY_ID_PARAMS = ("key_id", "keyid", "kid")
@@ -145,21 +154,150 @@ class _LineStamper:
         self._pending.clear()
 
 
+_ATTRIBUTE = re.compile(r'([A-Za-z0-9-]+)=("[^"]*"|[^,]*)')
+
+
+def _attributes(text: str) -> dict[str, str]:
+    """An attribute list as the library names it: ``KEYFORMAT="x"`` -> ``{"keyformat": "x"}``."""
+    found = {}
+    for match in _ATTRIBUTE.finditer(text):
+        name, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        found[name.lower().replace("-", "_")] = value.strip()
+    return found
+
+
 def parse(text: str, uri: str, *, key_id_param: str | None = None) -> MediaPlaylist | MasterPlaylist:
     """Parse playlist text fetched from ``uri`` (a URL or a local path)."""
-    if not text.lstrip("\ufeff").startswith("#EXTM3U"):
-        raise InputError(f"{uri}: line 1: not an M3U8 playlist (no #EXTM3U)")
+    text = text.lstrip("\ufeff")
+    lines = text.splitlines()
+    first = next((n for n, line in enumerate(lines, 1) if line.strip()), 0)
+    if not first:
+        raise InputError(f"{uri}: empty, not an M3U8 playlist")
+    if not lines[first - 1].strip().startswith("#EXTM3U"):  # blank lines before it are common: allowed
+        raise InputError(f"{uri}: line {first}: not an M3U8 playlist (no #EXTM3U)")
     stamper = _LineStamper()
     try:
-        data = m3u8.parse(text, custom_tags_parser=stamper)
+        data = m3u8.parse("\n".join(_clean(lines, uri)), custom_tags_parser=stamper)
     except Exception as exc:  # the library raises bare ValueErrors on malformed tags
-        line = stamper.last_line
-        bad = text.splitlines()[line - 1].strip() if line else ""
-        raise InputError(f"{uri}: line {line}: cannot parse {bad!r} ({exc})") from None
+        line = stamper.last_line or first
+        bad = _shown(lines[line - 1].strip())
+        raise InputError(f"{uri}: line {line}: cannot parse {bad!r} ({_shown(str(exc))})") from None
     stamper.finish()
     if data["is_variant"]:
         return _master(data, text, uri)
     return _media(data, text, uri, key_id_param)
+
+
+#: The tags whose values decryption reads, or that shape the list of segments and variants
+#: (EXT-X-MEDIA names renditions). The library sees only these; every other tag is hidden from
+#: it, since nothing here reads them and its parsers for some raise on values common in the wild.
+_NEEDED_TAGS = frozenset({
+    "#EXTM3U", "#EXTINF", "#EXT-X-BYTERANGE", "#EXT-X-KEY", "#EXT-X-MAP", "#EXT-X-MEDIA-SEQUENCE",
+    "#EXT-X-DISCONTINUITY", "#EXT-X-GAP", "#EXT-X-ENDLIST", "#EXT-X-STREAM-INF", "#EXT-X-MEDIA",
+})
+#: The EXT-X-STREAM-INF attributes the library converts to numbers, as it converts them.
+_STREAM_INF_NUMBERS = {"PROGRAM-ID": int, "BANDWIDTH": lambda v: int(float(v)), "AVERAGE-BANDWIDTH": int,
+                       "FRAME-RATE": float}
+_LEADING_NUMBER = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))")
+
+
+def _clean(lines: list[str], uri: str) -> list[str]:
+    """The lines for the library, one for one: tags decryption does not need become blank, EXTINF
+    and EXT-X-STREAM-INF lose what the library cannot parse. Blank lines before ``#EXTM3U``
+    become comments, since the library would strip them and count its lines from there."""
+    cleaned: list[str] = []
+    parts_after = 0  # the first EXT-X-PART line since the last URI: parts of a segment still being made
+    started = False
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            cleaned.append("" if started else "#")
+            continue
+        started = True
+        if not line.startswith("#"):
+            parts_after = 0
+        tag = line.partition(":")[0] if line.startswith("#EXT") else ""
+        if tag == "#EXTINF":
+            line = _extinf(line, n, uri)
+        elif tag == "#EXT-X-STREAM-INF":
+            line = _stream_inf(line, n, uri)
+        elif tag == "#EXT-X-SKIP":
+            raise InputError(f"{uri}: line {n}: a playlist delta update (EXT-X-SKIP) leaves out segments and their "
+                             "numbers: ask for the whole playlist (without _HLS_skip)")
+        elif tag and tag not in _NEEDED_TAGS:
+            if tag == "#EXT-X-PART" and not parts_after:
+                parts_after = n
+            _note_unneeded(line, n, uri)
+            line = ""
+        cleaned.append(line)
+    if parts_after:
+        log.debug("%s: line %d: leaving out the parts of a segment still being made (EXT-X-PART)", uri, parts_after)
+    return cleaned
+
+
+def _note_unneeded(line: str, n: int, uri: str) -> None:
+    """Under ``-v``, name a hidden tag that the library could not have parsed: the playlist is off there."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    try:
+        m3u8.parse(line)
+    except Exception as exc:
+        log.debug("%s: line %d: ignoring %r, which decryption does not need (cannot parse it: %s)",
+                  uri, n, _shown(line), _shown(str(exc) or type(exc).__name__))
+
+
+def _extinf(line: str, n: int, uri: str) -> str:
+    """EXTINF as the library parses it: a number, a comma, a title. IPTV lists put attributes
+    (``tvg-id="x"``) between the number and the comma; decryption needs neither. An EXTINF that
+    does not even begin with a number is left for the library to refuse: more is wrong there."""
+    duration = line.partition(":")[2].split(",", 1)[0]
+    try:
+        float(duration)
+        return line
+    except ValueError:
+        pass
+    match = _LEADING_NUMBER.match(duration)
+    if not match:
+        return line
+    log.debug("%s: line %d: reading %r as a duration of %s; decryption needs nothing else from it",
+              uri, n, _shown(line), match.group(1))
+    return f"#EXTINF:{match.group(1)},"
+
+
+def _stream_inf(line: str, n: int, uri: str) -> str:
+    """EXT-X-STREAM-INF without the numbers the library cannot read, except BANDWIDTH, which chooses the variant."""
+    try:
+        m3u8.parse(line)
+        return line
+    except Exception:
+        pass
+    kept, dropped = [], []
+    for match in _ATTRIBUTE.finditer(line.partition(":")[2]):
+        name, value = match.group(1).upper(), match.group(2)
+        convert = _STREAM_INF_NUMBERS.get(name)
+        try:
+            if convert:
+                convert(value)
+        except (ValueError, OverflowError):
+            if name == "BANDWIDTH":
+                raise InputError(f"{uri}: line {n}: bad BANDWIDTH {_shown(value)!r}") from None
+            dropped.append(f"{name}={_shown(value)}")
+            continue
+        kept.append(match.group(0))
+    log.debug("%s: line %d: ignoring %s in EXT-X-STREAM-INF (not a number; decryption does not need it)",
+              uri, n, ", ".join(dropped) or "what cannot be parsed")
+    return "#EXT-X-STREAM-INF:" + ",".join(kept)
+
+
+_DATA_URI = re.compile(r'data:[^"\s]*', re.IGNORECASE)
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """Playlist text as messages may show it: a data: URI may be a key, and lines may be long."""
+    text = _DATA_URI.sub("data:…", text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _master(data: dict, text: str, uri: str) -> MasterPlaylist:

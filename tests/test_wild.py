@@ -1,0 +1,126 @@
+"""Streams as they are in the wild: low-latency playlists, gaps, several keys per segment, tags
+decryption does not need, and keys inlined as data: URIs. Playlists are in fixtures/wild/."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from importlib import resources
+
+import jsonschema
+import pytest
+
+from conftest import FIXTURES, sha256
+
+from hlsdecrypt import Fetcher, KeyChain, KeyUri, decrypt
+from hlsdecrypt.errors import InputError, UnsupportedEncryption
+from hlsdecrypt.playlist import MediaPlaylist, parse
+
+WILD = FIXTURES / "wild"
+SCHEMA = json.loads(resources.files("hlsdecrypt").joinpath("verify-report.schema.json").read_text())
+KEY = bytes.fromhex("f54655c81cc15555f57e9983feeb4bc2")  # implicit_iv/key.bin
+
+
+def clear_sha256(*segments: int) -> str:
+    """The clear reference for these segments of the implicit_iv and explicit_iv fixtures."""
+    return hashlib.sha256(b"".join((FIXTURES / f"clear/seg{i}.ts").read_bytes() for i in segments)).hexdigest()
+
+
+ALL_SIX = clear_sha256(0, 1, 2, 3, 4, 5)
+
+
+def test_the_references_are_the_fixtures_clear_recordings():
+    assert ALL_SIX == sha256(FIXTURES / "implicit_iv/clear.ts") == sha256(FIXTURES / "explicit_iv/clear.ts")
+
+
+# -- low-latency HLS -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("playlist, reference", [
+    ("llhls.m3u8", ALL_SIX),
+    ("llhls_fmp4.m3u8", sha256(FIXTURES / "fmp4/clear.mp4")),
+])
+def test_low_latency_playlist_decrypts_its_complete_segments(playlist, reference, run, served, tmp_path):
+    out = tmp_path / "out"
+    code, err = run("decrypt", f"{served.url}/wild/{playlist}", "-o", out)
+    assert code == 0, err
+    assert sha256(out) == reference
+    assert "no EXT-X-ENDLIST" in err  # a live playlist, said so
+    assert not [path for path in served.hits if "part" in path.lower() or "init7" in path]  # parts and hints
+
+
+def test_parts_of_the_segment_still_being_made_are_named_under_verbose(run, served, tmp_path):
+    lines = (WILD / "llhls.m3u8").read_text().splitlines()
+    first = lines.index('#EXT-X-PART:DURATION=0.33334,URI="filePart273.0.mp4",INDEPENDENT=YES') + 1
+    code, err = run("decrypt", f"{served.url}/wild/llhls.m3u8", "-o", tmp_path / "out.ts", "-v")
+    assert code == 0, err
+    assert f"line {first}: leaving out the parts of a segment still being made" in err
+
+
+def test_low_latency_parts_are_not_part_of_the_plan():
+    text = (WILD / "llhls.m3u8").read_text()
+    playlist = parse(text, str(WILD / "llhls.m3u8"))
+    assert [p.sequence for p in playlist.segments] == [267, 268, 269, 270, 271, 272]
+    lines = text.splitlines()
+    assert [lines[p.line - 1] for p in playlist.segments] == [f"../explicit_iv/seg{i}.ts" for i in range(6)]
+
+
+@pytest.mark.parametrize("text, line", [
+    ("#EXTM3U\n#EXTINF:1,\nseg0.ts\n#EXTINF:1,\n", 4),  # cut off after a segment's EXTINF
+    ("#EXTM3U\n#EXTINF:1,\nseg0.ts\n#EXT-X-BYTERANGE:100@0\n\n", 4),
+    ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:seven\n#EXTINF:1,\nseg0.ts\n", 2),
+    ("\n\n#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI=\"k\",IV=0xnothex\n#EXTINF:1,\nseg0.ts\n", 4),
+    ("#EXTM3U\n#EXT-X-MAP:BYTERANGE=\"10@0\"\n#EXTINF:1,\nseg0.ts\n", 2),
+])
+def test_playlist_errors_name_a_real_line(text, line):
+    with pytest.raises(InputError) as caught:
+        parse(text, "p.m3u8")
+    message = str(caught.value)
+    assert f"line {line}:" in message and "line 0" not in message
+
+
+# -- tags decryption does not need ---------------------------------------------------------------
+
+
+def test_tags_decryption_does_not_need_are_tolerated_and_named_under_verbose(run, tmp_path):
+    out = tmp_path / "out.ts"
+    code, err = run("decrypt", WILD / "tolerant.m3u8", "-o", out, "--allow-any-path", "-v")
+    assert code == 0, err
+    assert sha256(out) == ALL_SIX
+    # two blank lines before #EXTM3U: line numbers still count them
+    assert re.search(r"line 5: .*#EXT-X-TARGETDURATION", err), err
+    assert re.search(r"line 7: .*#EXT-X-PROGRAM-DATE-TIME", err), err
+    assert re.search(r"line 9: .*#EXTINF", err), err
+    code, err = run("decrypt", WILD / "tolerant.m3u8", "-o", tmp_path / "quiet.ts", "--allow-any-path")
+    assert code == 0 and "TARGETDURATION" not in err  # a debug-level note, not a warning
+
+
+def test_tolerated_playlist_still_names_exact_lines_in_errors(run, fixtures, tmp_path):
+    (fixtures / "implicit_iv/seg3.ts").unlink()
+    code, err = run("decrypt", fixtures / "wild/tolerant.m3u8", "-o", tmp_path / "out.ts", "--allow-any-path")
+    assert code == 5 and "segment 10 (line 16)" in err, err
+
+
+def test_master_with_an_i_frame_playlist_the_parser_cannot_read(run, served, tmp_path):
+    out = tmp_path / "out.ts"
+    code, err = run("decrypt", f"{served.url}/wild/tolerant_master.m3u8", "-o", out, "-v")
+    assert code == 0, err
+    assert sha256(out) == ALL_SIX
+    assert re.search(r"line 4: .*#EXT-X-I-FRAME-STREAM-INF", err), err
+    assert re.search(r"line 5: .*AVERAGE-BANDWIDTH", err), err
+
+
+def test_a_malformed_tag_decryption_needs_is_an_error_naming_its_line():
+    with pytest.raises(InputError, match=r"line 3: .*BANDWIDTH"):
+        parse("#EXTM3U\n\n#EXT-X-STREAM-INF:BANDWIDTH=lots\nv.m3u8\n", "m.m3u8")
+
+
+def test_delta_playlist_is_refused_rather_than_numbered_wrong():
+    text = ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:266\n#EXT-X-SKIP:SKIPPED-SEGMENTS=3\n"
+            "#EXT-X-KEY:METHOD=AES-128,URI=\"k\"\n#EXTINF:4,\nfileSequence269.mp4\n")
+    with pytest.raises(InputError, match=r"line 3: .*EXT-X-SKIP"):
+        parse(text, "p.m3u8")
+
+
