@@ -217,8 +217,9 @@ def _decrypt_one(args: argparse.Namespace, source: str, output: str, keys: KeyCh
                      skip_missing=args.skip_missing,
                      progress=Progress() if sys.stderr.isatty() and not args.quiet else None)
     where = "stdout" if output == "-" else output
-    log.info("wrote %d segments, %d bytes, %d keys to %s", result.segments - len(result.gaps),
-             result.bytes_written, len(keys.resolved), where)
+    skipped = f" (skipped {result.gap_segments} EXT-X-GAP)" if result.gap_segments else ""
+    log.info("wrote %d segments%s, %d bytes, %d keys to %s", result.segments - len(result.gaps) - result.gap_segments,
+             skipped, result.bytes_written, len(keys.resolved), where)
     if result.gaps:
         log.error("error: %d of %d segments are missing from %s:", len(result.gaps), result.segments, where)
         for gap in result.gaps:

@@ -68,6 +68,7 @@ class Part:
     iv: bytes | None = None  # the IV in force, explicit or implicit
     duration: float = 0.0
     discontinuity: bool = False  # an EXT-X-DISCONTINUITY precedes it
+    gap: bool = False  # EXT-X-GAP: the server has nothing there, so it is never fetched
 
     @property
     def is_init(self) -> bool:
@@ -361,7 +362,7 @@ def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPl
             uri=seg_uri, line=seg_line, sequence=sequence,
             byterange=_byterange(segment.get("byterange"), seg_uri, range_ends, uri, seg_line),
             key=key, iv=iv, duration=float(segment.get("duration") or 0.0),
-            discontinuity=bool(segment.get("discontinuity")),
+            discontinuity=bool(segment.get("discontinuity")), gap=bool(segment.get("gap_tag")),
         ))
         sequence += 1
     return MediaPlaylist(uri, tuple(parts), bool(data["is_endlist"]))

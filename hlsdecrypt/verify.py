@@ -61,6 +61,7 @@ class Report:
 class _Observed:
     """What fetching and decrypting every part showed, for the checks to judge."""
 
+    gaps: list[Part] = field(default_factory=list)  # EXT-X-GAP: not fetched, so nothing to check
     clear: list[Part] = field(default_factory=list)
     none_after_aes: list[Part] = field(default_factory=list)
     broken_ciphertext: list[str] = field(default_factory=list)
@@ -79,17 +80,18 @@ def verify(source: str, keys: KeyChain, fetcher: Fetcher, *, variant: str = "bes
     if expect_rotation is not None and expect_rotation < 1:
         raise UsageError("--expect-rotation must be at least 1")
     playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
-    keys.prefetch(playlist.parts)
-    seen = _Observed()
+    seen = _Observed(gaps=[p for p in playlist.parts if p.gap])
+    fetched = [p for p in playlist.parts if not p.gap]
+    keys.prefetch(fetched)
     ref_file = _open_reference(reference)
     try:
         def fetch(part: Part) -> Buffer:
             with errors_about(part):
                 return fetcher.read(part.uri, part.byterange)
 
-        raw_parts = ordered_map(fetch, playlist.parts, jobs or default_jobs(playlist))
+        raw_parts = ordered_map(fetch, fetched, jobs or default_jobs(playlist))
         previous: Part | None = None
-        for part, raw in zip(playlist.parts, raw_parts):
+        for part, raw in zip(fetched, raw_parts):
             clear = _observe(part, raw, previous, keys, seen)
             _compare(part, clear, ref_file, seen)
             previous = part
@@ -171,17 +173,19 @@ def _check(name: str, status: str, summary: str, evidence: Iterable[str] = ()) -
 
 
 def _coverage(playlist: MediaPlaylist, seen: _Observed) -> Check:
-    total = len(playlist.parts)
+    total = len(playlist.parts) - len(seen.gaps)
+    gaps = f"; {len(seen.gaps)} EXT-X-GAP segments not fetched" if seen.gaps else ""
+    noted = [f"{p.label}: EXT-X-GAP, not fetched" for p in seen.gaps]
     if not seen.clear:
-        return _check("coverage", PASS, f"all {total} parts are under METHOD=AES-128")
+        return _check("coverage", PASS, f"all {total} parts are under METHOD=AES-128{gaps}", noted)
     switched = set(map(id, seen.none_after_aes))
     evidence = [f"{p.label}: clear" + (", METHOD=NONE after encrypted parts" if id(p) in switched else "")
                 for p in seen.clear]
-    return _check("coverage", FAIL, f"{len(seen.clear)} of {total} parts are not encrypted", evidence)
+    return _check("coverage", FAIL, f"{len(seen.clear)} of {total} parts are not encrypted{gaps}", evidence + noted)
 
 
 def _ciphertext(playlist: MediaPlaylist, seen: _Observed) -> Check:
-    encrypted = len(playlist.parts) - len(seen.clear)
+    encrypted = len(playlist.parts) - len(seen.gaps) - len(seen.clear)
     if not encrypted:
         return _check("ciphertext", SKIP, "no encrypted parts")
     if seen.broken_ciphertext:
@@ -252,7 +256,7 @@ def _iv_reuse(playlist: MediaPlaylist, strict: bool) -> Check:
     uses: dict[tuple[str, bytes], list[Part]] = defaultdict(list)
     names: dict[str, str] = {}
     for part in playlist.parts:
-        if part.cipher:
+        if part.cipher and not part.gap:
             ref, iv = part.cipher
             uses[(ref.identity, iv)].append(part)
             names[ref.identity] = ref.name

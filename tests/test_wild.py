@@ -81,6 +81,57 @@ def test_playlist_errors_name_a_real_line(text, line):
     assert f"line {line}:" in message and "line 0" not in message
 
 
+# -- EXT-X-GAP ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["local", "http"])
+def test_gap_segment_is_never_fetched_and_the_rest_decrypts(where, run, served, fixtures, tmp_path):
+    out = tmp_path / "out.ts"
+    if where == "http":
+        code, err = run("decrypt", f"{served.url}/wild/gap.m3u8", "-o", out)
+    else:
+        (fixtures / "implicit_iv/seg2.ts").unlink()  # a gap's URI need not exist
+        code, err = run("decrypt", fixtures / "wild/gap.m3u8", "-o", out, "--allow-any-path")
+    assert code == 0, err
+    assert sha256(out) == clear_sha256(0, 1, 3, 4, 5)
+    assert served.hits["/implicit_iv/seg2.ts"] == 0
+    assert re.search(r"wrote 5 segments.*1 EXT-X-GAP", err), err
+
+
+def test_gap_is_counted_in_the_result(tmp_path):
+    fetcher = Fetcher(allow_any_path=True)
+    keys = KeyChain([KeyUri(fetcher)])
+    try:
+        result = decrypt(str(WILD / "gap.m3u8"), str(tmp_path / "out.ts"), keys, fetcher=fetcher)
+    finally:
+        keys.close()
+    assert (result.segments, result.gap_segments, result.gaps) == (6, 1, ())
+    assert [p.sequence for p in result.playlist.segments if p.gap] == [9]
+
+
+def test_skip_missing_does_not_list_a_gap_as_missing(run, fixtures, tmp_path):
+    (fixtures / "implicit_iv/seg2.ts").unlink()
+    code, err = run("decrypt", fixtures / "wild/gap.m3u8", "-o", tmp_path / "out.ts", "--allow-any-path",
+                    "--skip-missing")
+    assert code == 0, err
+    assert "are missing" not in err and "skipping" not in err
+    assert sha256(tmp_path / "out.ts") == clear_sha256(0, 1, 3, 4, 5)
+
+
+def test_verify_reports_a_gap_as_a_gap(run, served, tmp_path):
+    report_path = tmp_path / "report.json"
+    code, err = run("verify", f"{served.url}/wild/gap.m3u8", "--json", report_path)
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    jsonschema.validate(report, SCHEMA)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["result"] == "pass" and checks["decryption"]["status"] == "pass"
+    assert "1 EXT-X-GAP" in checks["coverage"]["summary"]
+    assert checks["coverage"]["evidence"] == ["segment 9 (line 12): EXT-X-GAP, not fetched"]
+    assert "5 encrypted parts" in checks["ciphertext"]["summary"]
+    assert served.hits["/implicit_iv/seg2.ts"] == 0
+
+
 # -- tags decryption does not need ---------------------------------------------------------------
 
 
