@@ -273,7 +273,8 @@ def _run_keys(args: argparse.Namespace) -> int:
     rows = []
     for ref in playlist.keys:
         users = [p for p in playlist.parts if p.key and p.key.identity == ref.identity]
-        rows.append((ref.key_id or ref.uri, "KeyID" if ref.key_id else "key URI", len(users), ref.line))
+        kind = "KeyID" if ref.key_id else "inline" if ref.inline else "key URI"
+        rows.append((ref.key_id or ref.shown_uri, kind, len(users), ref.line))
     clear = sum(1 for p in playlist.parts if p.key is None)
     out = sys.stdout
     width = max([len(r[0]) for r in rows] + [3])

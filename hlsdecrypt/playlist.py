@@ -46,14 +46,36 @@ class KeyRef:
     line: int
 
     @property
+    def inline(self) -> bool:
+        """A ``data:`` URI: the key itself is written in the playlist, so the URI is never shown."""
+        return scheme_of(self.uri) == "data"
+
+    @property
     def identity(self) -> str:
         """Two key tags with the same identity name the same key (IVs may differ)."""
-        return self.key_id or self.resolved_uri
+        if self.key_id:
+            return self.key_id
+        if self.inline:  # journals keep identities: a digest tells inline keys apart without holding them
+            return "data:" + hashlib.sha256(b"hlsdecrypt data: URI\0" + self.uri.encode()).hexdigest()[:32]
+        return self.resolved_uri
 
     @property
     def name(self) -> str:
-        """How messages name the key: by KeyID where there is one, else by its URI."""
-        return f"KeyID {self.key_id}" if self.key_id else f"key {self.uri}"
+        """How messages name the key: by KeyID where there is one, else by its URI (or its line, for data:)."""
+        if self.key_id:
+            return f"KeyID {self.key_id}"
+        return f"key on line {self.line}" if self.inline else f"key {self.uri}"
+
+    @property
+    def shown_uri(self) -> str:
+        """The key URI as listings may show it."""
+        return self.name if self.inline else self.uri
+
+    def __repr__(self) -> str:
+        if self.inline:
+            return f"KeyRef(<data: URI>, iv={self.iv!r}, line={self.line})"
+        return (f"KeyRef(uri={self.uri!r}, resolved_uri={self.resolved_uri!r}, key_id={self.key_id!r}, "
+                f"iv={self.iv!r}, line={self.line})")
 
 
 @dataclass(frozen=True)
@@ -399,9 +421,10 @@ def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None
     key_uri = raw.get("uri")
     if not key_uri:
         raise InputError(f"{where}: METHOD=AES-128 without a URI")
+    inline = scheme_of(key_uri) == "data"  # the key itself: nothing to resolve
     return KeyRef(
         uri=key_uri,
-        resolved_uri=resolve(uri, key_uri, line),
+        resolved_uri=key_uri if inline else resolve(uri, key_uri, line),
         key_id=key_id_of(key_uri, key_id_param),
         iv=_parse_iv(raw.get("iv"), where),
         line=line,
@@ -410,6 +433,8 @@ def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None
 
 def key_id_of(key_uri: str, param: str | None = None) -> str | None:
     """The KeyID carried in a key URI's query (``key_id=``, ``KeyID=``, ``kid=`` or ``param=``)."""
+    if scheme_of(key_uri) == "data":  # no query: all of it is the key
+        return None
     wanted = (param.lower(),) if param else KEY_ID_PARAMS
     query = key_uri.partition("?")[2].partition("#")[0]
     for name, value in parse_qsl(query, keep_blank_values=False):

@@ -69,7 +69,7 @@ class _Observed:
     decrypt_failures: list[str] = field(default_factory=list)
     containers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     unavailable: dict[str, str] = field(default_factory=dict)  # key identity -> why
-    key_values: dict[DataKey, list[str]] = field(default_factory=lambda: defaultdict(list))
+    key_values: dict[DataKey, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))  # -> identity: name
     reference_diff: str | None = None
     reference_done: bool = True
 
@@ -137,8 +137,8 @@ def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, see
     except KeyUnavailable as exc:
         seen.unavailable.setdefault(ref.identity, str(exc))
         return None
-    if ref.name not in seen.key_values[key]:
-        seen.key_values[key].append(ref.name)
+    # by identity: a data: key is named by its line, and the same one may be written on several
+    seen.key_values[key].setdefault(ref.identity, ref.name)
     try:
         clear = decrypt_cbc(raw, key, iv)
     except DecryptError as exc:
@@ -245,7 +245,7 @@ def _rotation(playlist: MediaPlaylist, expect: int | None) -> Check:
 def _reuse(playlist: MediaPlaylist, seen: _Observed) -> Check:
     if not seen.key_values:
         return _check("key-reuse", SKIP, "no keys to compare")
-    shared = [f"one key under {len(names)} names: {', '.join(names)}" for names in seen.key_values.values()
+    shared = [f"one key under {len(names)} names: {', '.join(names.values())}" for names in seen.key_values.values()
               if len(names) > 1]
     if shared:
         return _check("key-reuse", FAIL, f"{len(shared)} keys appear under more than one KeyID or URI", shared)

@@ -175,3 +175,79 @@ def test_delta_playlist_is_refused_rather_than_numbered_wrong():
         parse(text, "p.m3u8")
 
 
+# -- data: key URIs ----------------------------------------------------------------------------
+
+B64 = base64.b64encode(KEY).decode()
+SECRETS = (B64, B64.rstrip("="), "%F5FU%C8", KEY.hex(), "base64,", "octet-stream,")
+
+
+def _leaks(text: str) -> list[str]:
+    return [s for s in SECRETS if s.lower() in text.lower()]
+
+
+@pytest.mark.parametrize("playlist", ["data_base64.m3u8", "data_percent.m3u8"])
+def test_data_uri_key_is_decoded_and_never_shown(playlist, run, served, tmp_path):
+    source = f"{served.url}/wild/{playlist}"
+    out = tmp_path / "out.ts"
+    code, err = run("decrypt", source, "-o", out, "-v")
+    assert code == 0, err
+    assert sha256(out) == ALL_SIX
+    assert not _leaks(err), err
+    code, err = run("keys", source, "-v")
+    assert code == 0 and not _leaks(err), err
+    report_path = tmp_path / "report.json"
+    code, err = run("verify", source, "--json", report_path, "-v")
+    assert code == 0, err
+    assert not _leaks(err) and not _leaks(report_path.read_text())
+    jsonschema.validate(json.loads(report_path.read_text()), SCHEMA)
+
+
+def test_keys_listing_names_a_data_uri_key_by_its_line(capsys):
+    from hlsdecrypt.cli import main
+
+    assert main(["keys", str(WILD / "data_base64.m3u8"), "-q"]) == 0
+    listing = capsys.readouterr().out
+    assert not _leaks(listing), listing
+    assert re.search(r"key on line 5\s+inline\s+6\s+5\n", listing), listing
+
+
+def test_data_uri_key_stays_hidden_in_reprs():
+    playlist = parse((WILD / "data_base64.m3u8").read_text(), str(WILD / "data_base64.m3u8"))
+    assert not _leaks(repr(playlist))
+    ref = playlist.keys[0]
+    assert ref.name == "key on line 5" and not _leaks(ref.identity)
+
+
+@pytest.mark.parametrize("uri", ["data:text/plain;base64," + base64.b64encode(KEY[:15]).decode(),
+                                 "data:text/plain;base64,%%%%",
+                                 "data:," + KEY.hex()])
+def test_data_uri_that_is_not_a_key_names_the_line_and_not_the_uri(uri, run, fixtures, tmp_path):
+    playlist = fixtures / "wild/data_base64.m3u8"
+    playlist.write_text(playlist.read_text().replace(f"data:text/plain;base64,{B64}", uri))
+    code, err = run("decrypt", playlist, "-o", tmp_path / "out.ts", "--allow-any-path", "-v")
+    assert code == 4, err
+    assert "line 5" in err
+    assert uri.partition(",")[2] not in err and "data:text" not in err, err
+
+
+def test_verify_counts_one_data_uri_written_twice_as_one_key(run, fixtures, tmp_path):
+    playlist = fixtures / "wild/data_base64.m3u8"
+    tag = f'#EXT-X-KEY:METHOD=AES-128,URI="data:text/plain;base64,{B64}"\n'
+    playlist.write_text(playlist.read_text().replace("#EXTINF:1.000000,\n../implicit_iv/seg3.ts",
+                                                     tag + "#EXTINF:1.000000,\n../implicit_iv/seg3.ts"))
+    report_path = tmp_path / "report.json"
+    code, err = run("verify", playlist, "--allow-any-path", "--json", report_path)
+    assert code == 0, err
+    checks = {c["name"]: c for c in json.loads(report_path.read_text())["checks"]}
+    assert checks["key-reuse"]["status"] == "pass" and checks["key-reuse"]["summary"] == "1 keys, all different"
+    assert not _leaks(report_path.read_text())
+
+
+def test_key_file_still_finds_a_data_uri_key_by_its_uri(run, tmp_path):
+    uri = f"data:text/plain;base64,{B64}"
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({uri: KEY.hex()}))
+    code, err = run("decrypt", WILD / "data_base64.m3u8", "-o", tmp_path / "out.ts", "--allow-any-path",
+                    "--keys", keys, "--key-source", "none")
+    assert code == 0, err
+    assert sha256(tmp_path / "out.ts") == ALL_SIX
