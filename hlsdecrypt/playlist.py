@@ -147,25 +147,41 @@ class _LineStamper:
     The hook runs before the library parses a tag line, so objects created by a tag are
     stamped on the next tag line (or by ``finish``); segments keep references to these same
     dicts, so the stamps reach them.
+
+    It also parses EXT-X-KEY itself: the library keeps only the last key tag, but several may
+    apply to one segment, one per KEYFORMAT (RFC 8216 §4.3.2.4), and the identity one is the
+    one to use whatever their order.
     """
 
     def __init__(self) -> None:
         self.last_line = 0
         self._state: dict = {}
         self._pending: list[tuple[str, int]] = []
+        self._keys: dict[str, dict] = {}  # KEYFORMAT -> the EXT-X-KEY in force for it
 
     def __call__(self, line: str, lineno: int, data: dict, state: dict) -> bool:
         self._state = state
         self.finish()
         self.last_line = lineno
-        if line.startswith("#EXT-X-KEY:"):
-            self._pending.append(("current_key", lineno))
-        elif line.startswith("#EXT-X-MAP:"):
+        if line.partition(":")[0] == "#EXT-X-KEY":
+            state["current_key"] = self._key_in_force(line, lineno)
+            return True  # the library would keep only this tag
+        if line.startswith("#EXT-X-MAP:"):
             self._pending.append(("current_segment_map", lineno))
             state["_key_at_map"] = state.get("current_key")
         elif line.startswith(("#EXTINF", "#EXT-X-BYTERANGE")):
             state.setdefault("segment", {}).setdefault("_line", lineno)
         return False
+
+    def _key_in_force(self, line: str, lineno: int) -> dict:
+        """Each tag applies until the next one of its KEYFORMAT; METHOD=NONE ends them all."""
+        key = _attributes(line.partition(":")[2])
+        key["_line"] = lineno
+        if (key.get("method") or "").upper() == "NONE":
+            self._keys.clear()
+            return key
+        self._keys[key.get("keyformat") or "identity"] = key
+        return self._keys.get("identity", key)  # without an identity key, this one (to be refused)
 
     def finish(self) -> None:
         state = self._state
@@ -413,11 +429,11 @@ def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None
     if method == "NONE":
         return None
     where = f"{uri}: line {line}"
+    keyformat = raw.get("keyformat")
+    if keyformat not in (None, "identity"):  # only when no identity key applies (see _LineStamper)
+        raise UnsupportedEncryption(f"{where}: KEYFORMAT={keyformat} is not supported, and no identity key applies")
     if method != "AES-128":
         raise UnsupportedEncryption(f"{where}: METHOD={method or '(missing)'} is not supported (only AES-128 and NONE)")
-    keyformat = raw.get("keyformat")
-    if keyformat not in (None, "identity"):
-        raise UnsupportedEncryption(f"{where}: KEYFORMAT={keyformat} is not supported (only identity)")
     key_uri = raw.get("uri")
     if not key_uri:
         raise InputError(f"{where}: METHOD=AES-128 without a URI")

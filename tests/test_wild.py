@@ -132,6 +132,51 @@ def test_verify_reports_a_gap_as_a_gap(run, served, tmp_path):
     assert served.hits["/implicit_iv/seg2.ts"] == 0
 
 
+# -- several EXT-X-KEY tags for one segment ------------------------------------------------------
+
+
+@pytest.mark.parametrize("playlist", ["keys_identity_first.m3u8", "keys_identity_last.m3u8"])
+def test_identity_key_is_used_whatever_the_order_of_key_tags(playlist, run, served, tmp_path):
+    out = tmp_path / "out.ts"
+    code, err = run("decrypt", f"{served.url}/wild/{playlist}", "-o", out)
+    assert code == 0, err
+    assert sha256(out) == ALL_SIX
+
+
+HEAD = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n"
+IDENTITY = '#EXT-X-KEY:METHOD=AES-128,URI="{}"\n'
+FAIRPLAY = '#EXT-X-KEY:METHOD=SAMPLE-AES,URI="skd://{}",KEYFORMAT="com.apple.streamingkeydelivery"\n'
+
+
+def _keys_of(text: str) -> list[str | None]:
+    playlist = parse(text, "/streams/p.m3u8")
+    assert isinstance(playlist, MediaPlaylist)
+    return [p.key.uri if p.key else None for p in playlist.segments]
+
+
+def test_key_tags_apply_per_format_until_the_next_of_the_same_format():
+    text = (HEAD + IDENTITY.format("a.key") + FAIRPLAY.format("one") + "#EXTINF:1,\ns0.ts\n"
+            + FAIRPLAY.format("two") + "#EXTINF:1,\ns1.ts\n"  # only the FairPlay key changes
+            + IDENTITY.format("b.key") + "#EXTINF:1,\ns2.ts\n"
+            + "#EXT-X-KEY:METHOD=NONE\n#EXTINF:1,\ns3.ts\n"  # NONE ends every key in force
+            + FAIRPLAY.format("three") + IDENTITY.format("c.key") + "#EXTINF:1,\ns4.ts\n")
+    assert _keys_of(text) == ["a.key", "a.key", "b.key", None, "c.key"]
+
+
+def test_only_a_key_of_another_format_is_unsupported_and_named_by_its_line():
+    with pytest.raises(UnsupportedEncryption, match=r"line 3: KEYFORMAT=com.apple.streamingkeydelivery"):
+        parse(HEAD + FAIRPLAY.format("one") + "#EXTINF:1,\ns0.ts\n", "p.m3u8")
+    with pytest.raises(UnsupportedEncryption, match=r"line 5: KEYFORMAT"):  # after NONE, FairPlay alone
+        parse(HEAD + IDENTITY.format("a.key") + "#EXT-X-KEY:METHOD=NONE\n" + FAIRPLAY.format("x")
+              + "#EXTINF:1,\ns0.ts\n", "p.m3u8")
+
+
+def test_key_tag_between_extinf_and_uri_applies_to_that_segment():
+    text = (HEAD + IDENTITY.format("a.key") + "#EXTINF:1,\n" + FAIRPLAY.format("x") + IDENTITY.format("b.key")
+            + "s0.ts\n")
+    assert _keys_of(text) == ["b.key"]
+
+
 # -- tags decryption does not need ---------------------------------------------------------------
 
 
