@@ -277,8 +277,9 @@ def _decrypt_one(args: argparse.Namespace, job: _Job, keys: KeyChain, fetcher: F
                               inputs=[job.source, *_inputs(args)],
                               progress=Progress() if sys.stderr.isatty() and not args.quiet else None)
     where = "stdout" if output == "-" else output
-    log.info("wrote %s, %s, %s to %s", plural(result.segments - len(result.gaps), "segment"),
-             _megabytes(result.bytes_written), plural(len(keys.resolved), "key"), where)
+    skipped = f" (skipped {plural(result.gap_segments, 'EXT-X-GAP segment')})" if result.gap_segments else ""
+    log.info("wrote %s%s, %s, %s to %s", plural(result.segments - len(result.gaps) - result.gap_segments, "segment"),
+             skipped, _megabytes(result.bytes_written), plural(len(keys.resolved), "key"), where)
     if result.gaps:
         log.error("error: %d of %s are missing from %s:", len(result.gaps), plural(result.segments, "segment"), where)
         for gap in result.gaps:
@@ -356,7 +357,8 @@ def _run_keys(args: argparse.Namespace) -> int:
     rows = []
     for ref in playlist.keys:
         users = [p for p in playlist.parts if p.key and p.key.identity == ref.identity]
-        rows.append((ref.key_id or ref.uri, "KeyID" if ref.key_id else "key URI", len(users), ref.line))
+        kind = "KeyID" if ref.key_id else "inline" if ref.inline else "key URI"
+        rows.append((ref.key_id or ref.shown_uri, kind, len(users), ref.line))
     clear = sum(1 for p in playlist.parts if p.key is None)
     out = sys.stdout
     width = max([len(r[0]) for r in rows] + [3])

@@ -8,10 +8,14 @@ slow or rate-limited source works ahead of the decryptor instead of blocking it 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Protocol
+from urllib.parse import unquote_to_bytes
 
 from .crypto import DataKey
 from .errors import HlsDecryptError, KeyUnavailable, UsageError
@@ -62,7 +66,8 @@ class KeyFile:
 
 
 class KeyUri:
-    """The key URI itself: an http(s) key server, or a key file next to a local playlist."""
+    """The key URI itself: an http(s) key server, a key file next to a local playlist, or a
+    ``data:`` URI that holds the key."""
 
     name = "key URI"
 
@@ -70,6 +75,8 @@ class KeyUri:
         self._fetcher = fetcher
 
     def lookup(self, ref: KeyRef) -> DataKey | None:
+        if ref.inline:
+            return _inline_key(ref)
         try:
             data = self._fetcher.read_key(ref.resolved_uri)
         except HlsDecryptError as exc:
@@ -78,6 +85,23 @@ class KeyUri:
             more = "more than " if len(data) >= MAX_KEY_FILE else ""
             raise KeyUnavailable(f"{ref.resolved_uri}: a key is 16 bytes, this one has {more}{len(data)}")
         return DataKey(data)
+
+
+def _inline_key(ref: KeyRef) -> DataKey:
+    """The key in a ``data:`` URI (RFC 2397), read as yt-dlp reads it: percent-decoded, then
+    base64-decoded when the media type ends in ``;base64``. Messages name its line, never its text."""
+    media_type, comma, payload = ref.uri[len("data:"):].partition(",")
+    data = unquote_to_bytes(payload)
+    if media_type.strip().lower().endswith(";base64"):
+        # lenient, as browsers are: URL-safe letters, line breaks, missing padding
+        letters = re.sub(rb"[^A-Za-z0-9+/]", b"", data.replace(b"-", b"+").replace(b"_", b"/"))
+        try:
+            data = base64.b64decode(letters + b"=" * (-len(letters) % 4))
+        except (binascii.Error, ValueError):
+            raise KeyUnavailable(f"{ref.name}: its data: URI is not base64") from None
+    if not comma or len(data) != 16:
+        raise KeyUnavailable(f"{ref.name}: its data: URI holds {len(data) if comma else 'no'} bytes; a key is 16")
+    return DataKey(data)
 
 
 class NoCredentials:

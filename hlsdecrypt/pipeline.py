@@ -57,6 +57,7 @@ class DecryptResult:
     bytes_written: int
     resumed_after: int = 0  # parts an earlier run had written
     gaps: tuple[str, ...] = ()  # parts skipped by skip_missing, with why
+    gap_segments: int = 0  # segments marked EXT-X-GAP: never fetched, nothing written
 
 
 def load_media_playlist(source: str, fetcher: Fetcher, *, variant: str = "best",
@@ -104,7 +105,7 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
     (``media.start_problem``): the only way to catch a wrong IV, which leaves the padding intact.
     """
     parts = playlist.parts[start:]
-    keys.prefetch(parts)
+    keys.prefetch(p for p in parts if not p.gap)
     jobs = jobs or default_jobs(playlist)
 
     def check(part: Part, clear: memoryview) -> memoryview:
@@ -124,6 +125,8 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
             return None
 
     def whole(part: Part) -> Buffer | None:
+        if part.gap:  # EXT-X-GAP: the server has nothing there, and players never ask
+            return None
         with errors_about(part):
             data = fetch_or_skip(lambda: fetcher.read(part.uri, part.byterange), part)
             if data is None or part.cipher is None:
@@ -141,6 +144,8 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
 
     def streamed(part: Part) -> Iterator[Buffer]:
         with errors_about(part):
+            if part.gap:
+                return
             if is_url(part.uri):
                 data = whole(part)
                 if data is not None:
@@ -226,14 +231,16 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str, keys: KeyChain, fetch
             writer.close()
         written = out.bytes_done
     progress.finish()
-    return DecryptResult(playlist, variant, len(playlist.segments), written, resumed_after, tuple(gaps or ()))
+    return DecryptResult(playlist, variant, len(playlist.segments), written, resumed_after, tuple(gaps or ()),
+                         sum(p.gap for p in playlist.segments))
 
 
 def plan_fingerprint(playlist: MediaPlaylist) -> str:
     """Changes whenever the parts, their order, byte ranges, keys or IVs do."""
     digest = hashlib.sha256()
     for p in playlist.parts:
-        digest.update(repr((p.uri, p.byterange, p.key and p.key.identity, p.iv, p.sequence)).encode())
+        gap = ("gap",) if p.gap else ()  # only then, so that plans without gaps keep their fingerprints
+        digest.update(repr((p.uri, p.byterange, p.key and p.key.identity, p.iv, p.sequence) + gap).encode())
     return digest.hexdigest()
 
 

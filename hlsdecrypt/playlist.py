@@ -3,10 +3,17 @@
 The m3u8 library does the tokenising; everything it returns as text (IVs, byte ranges, key
 URIs) is converted here, once, into the dataclasses below, together with the playlist line
 each part came from, so that later errors can name it.
+
+Playlists in the wild carry tags that decryption never reads and that the library cannot
+always parse (a decimal TARGETDURATION, a date that is not one, IPTV attributes in EXTINF,
+low-latency parts). ``_clean`` hides those from the library line for line, so that line
+numbers stay exact, and notes under ``-v`` the ones it could not have parsed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os.path
 import re
 from dataclasses import dataclass
@@ -15,6 +22,8 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 import m3u8
 
 from .errors import InputError, UnsupportedEncryption
+
+log = logging.getLogger("hlsdecrypt")
 
 #: Query parameters that carry a KeyID in a key URI; the live service writes ``key_id``.
 KEY_ID_PARAMS = ("key_id", "keyid", "kid")
@@ -37,14 +46,36 @@ class KeyRef:
     line: int
 
     @property
+    def inline(self) -> bool:
+        """A ``data:`` URI: the key itself is written in the playlist, so the URI is never shown."""
+        return scheme_of(self.uri) == "data"
+
+    @property
     def identity(self) -> str:
         """Two key tags with the same identity name the same key (IVs may differ)."""
-        return self.key_id or self.resolved_uri
+        if self.key_id:
+            return self.key_id
+        if self.inline:  # journals keep identities: a digest tells inline keys apart without holding them
+            return "data:" + hashlib.sha256(b"hlsdecrypt data: URI\0" + self.uri.encode()).hexdigest()[:32]
+        return self.resolved_uri
 
     @property
     def name(self) -> str:
-        """How messages name the key: by KeyID where there is one, else by its URI."""
-        return f"KeyID {self.key_id}" if self.key_id else f"key {self.uri}"
+        """How messages name the key: by KeyID where there is one, else by its URI (or its line, for data:)."""
+        if self.key_id:
+            return f"KeyID {self.key_id}"
+        return f"key on line {self.line}" if self.inline else f"key {self.uri}"
+
+    @property
+    def shown_uri(self) -> str:
+        """The key URI as listings may show it."""
+        return self.name if self.inline else self.uri
+
+    def __repr__(self) -> str:
+        if self.inline:
+            return f"KeyRef(<data: URI>, iv={self.iv!r}, line={self.line})"
+        return (f"KeyRef(uri={self.uri!r}, resolved_uri={self.resolved_uri!r}, key_id={self.key_id!r}, "
+                f"iv={self.iv!r}, line={self.line})")
 
 
 @dataclass(frozen=True)
@@ -59,6 +90,7 @@ class Part:
     iv: bytes | None = None  # the IV in force, explicit or implicit
     duration: float = 0.0
     discontinuity: bool = False  # an EXT-X-DISCONTINUITY precedes it
+    gap: bool = False  # EXT-X-GAP: the server has nothing there, so it is never fetched
 
     @property
     def is_init(self) -> bool:
@@ -115,25 +147,41 @@ class _LineStamper:
     The hook runs before the library parses a tag line, so objects created by a tag are
     stamped on the next tag line (or by ``finish``); segments keep references to these same
     dicts, so the stamps reach them.
+
+    It also parses EXT-X-KEY itself: the library keeps only the last key tag, but several may
+    apply to one segment, one per KEYFORMAT (RFC 8216 §4.3.2.4), and the identity one is the
+    one to use whatever their order.
     """
 
     def __init__(self) -> None:
         self.last_line = 0
         self._state: dict = {}
         self._pending: list[tuple[str, int]] = []
+        self._keys: dict[str, dict] = {}  # KEYFORMAT -> the EXT-X-KEY in force for it
 
     def __call__(self, line: str, lineno: int, data: dict, state: dict) -> bool:
         self._state = state
         self.finish()
         self.last_line = lineno
-        if line.startswith("#EXT-X-KEY:"):
-            self._pending.append(("current_key", lineno))
-        elif line.startswith("#EXT-X-MAP:"):
+        if line.partition(":")[0] == "#EXT-X-KEY":
+            state["current_key"] = self._key_in_force(line, lineno)
+            return True  # the library would keep only this tag
+        if line.startswith("#EXT-X-MAP:"):
             self._pending.append(("current_segment_map", lineno))
             state["_key_at_map"] = state.get("current_key")
         elif line.startswith(("#EXTINF", "#EXT-X-BYTERANGE")):
             state.setdefault("segment", {}).setdefault("_line", lineno)
         return False
+
+    def _key_in_force(self, line: str, lineno: int) -> dict:
+        """Each tag applies until the next one of its KEYFORMAT; METHOD=NONE ends them all."""
+        key = _attributes(line.partition(":")[2])
+        key["_line"] = lineno
+        if (key.get("method") or "").upper() == "NONE":
+            self._keys.clear()
+            return key
+        self._keys[key.get("keyformat") or "identity"] = key
+        return self._keys.get("identity", key)  # without an identity key, this one (to be refused)
 
     def finish(self) -> None:
         state = self._state
@@ -145,21 +193,150 @@ class _LineStamper:
         self._pending.clear()
 
 
+_ATTRIBUTE = re.compile(r'([A-Za-z0-9-]+)=("[^"]*"|[^,]*)')
+
+
+def _attributes(text: str) -> dict[str, str]:
+    """An attribute list as the library names it: ``KEYFORMAT="x"`` -> ``{"keyformat": "x"}``."""
+    found = {}
+    for match in _ATTRIBUTE.finditer(text):
+        name, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        found[name.lower().replace("-", "_")] = value.strip()
+    return found
+
+
 def parse(text: str, uri: str, *, key_id_param: str | None = None) -> MediaPlaylist | MasterPlaylist:
     """Parse playlist text fetched from ``uri`` (a URL or a local path)."""
-    if not text.lstrip("\ufeff").startswith("#EXTM3U"):
-        raise InputError(f"{uri}: line 1: not an M3U8 playlist (no #EXTM3U)")
+    text = text.lstrip("\ufeff")
+    lines = text.splitlines()
+    first = next((n for n, line in enumerate(lines, 1) if line.strip()), 0)
+    if not first:
+        raise InputError(f"{uri}: empty, not an M3U8 playlist")
+    if not lines[first - 1].strip().startswith("#EXTM3U"):  # blank lines before it are common: allowed
+        raise InputError(f"{uri}: line {first}: not an M3U8 playlist (no #EXTM3U)")
     stamper = _LineStamper()
     try:
-        data = m3u8.parse(text, custom_tags_parser=stamper)
+        data = m3u8.parse("\n".join(_clean(lines, uri)), custom_tags_parser=stamper)
     except Exception as exc:  # the library raises bare ValueErrors on malformed tags
-        line = stamper.last_line
-        bad = text.splitlines()[line - 1].strip() if line else ""
-        raise InputError(f"{uri}: line {line}: cannot parse {bad!r} ({exc})") from None
+        line = stamper.last_line or first
+        bad = _shown(lines[line - 1].strip())
+        raise InputError(f"{uri}: line {line}: cannot parse {bad!r} ({_shown(str(exc))})") from None
     stamper.finish()
     if data["is_variant"]:
         return _master(data, text, uri)
     return _media(data, text, uri, key_id_param)
+
+
+#: The tags whose values decryption reads, or that shape the list of segments and variants
+#: (EXT-X-MEDIA names renditions). The library sees only these; every other tag is hidden from
+#: it, since nothing here reads them and its parsers for some raise on values common in the wild.
+_NEEDED_TAGS = frozenset({
+    "#EXTM3U", "#EXTINF", "#EXT-X-BYTERANGE", "#EXT-X-KEY", "#EXT-X-MAP", "#EXT-X-MEDIA-SEQUENCE",
+    "#EXT-X-DISCONTINUITY", "#EXT-X-GAP", "#EXT-X-ENDLIST", "#EXT-X-STREAM-INF", "#EXT-X-MEDIA",
+})
+#: The EXT-X-STREAM-INF attributes the library converts to numbers, as it converts them.
+_STREAM_INF_NUMBERS = {"PROGRAM-ID": int, "BANDWIDTH": lambda v: int(float(v)), "AVERAGE-BANDWIDTH": int,
+                       "FRAME-RATE": float}
+_LEADING_NUMBER = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))")
+
+
+def _clean(lines: list[str], uri: str) -> list[str]:
+    """The lines for the library, one for one: tags decryption does not need become blank, EXTINF
+    and EXT-X-STREAM-INF lose what the library cannot parse. Blank lines before ``#EXTM3U``
+    become comments, since the library would strip them and count its lines from there."""
+    cleaned: list[str] = []
+    parts_after = 0  # the first EXT-X-PART line since the last URI: parts of a segment still being made
+    started = False
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            cleaned.append("" if started else "#")
+            continue
+        started = True
+        if not line.startswith("#"):
+            parts_after = 0
+        tag = line.partition(":")[0] if line.startswith("#EXT") else ""
+        if tag == "#EXTINF":
+            line = _extinf(line, n, uri)
+        elif tag == "#EXT-X-STREAM-INF":
+            line = _stream_inf(line, n, uri)
+        elif tag == "#EXT-X-SKIP":
+            raise InputError(f"{uri}: line {n}: a playlist delta update (EXT-X-SKIP) leaves out segments and their "
+                             "numbers: ask for the whole playlist (without _HLS_skip)")
+        elif tag and tag not in _NEEDED_TAGS:
+            if tag == "#EXT-X-PART" and not parts_after:
+                parts_after = n
+            _note_unneeded(line, n, uri)
+            line = ""
+        cleaned.append(line)
+    if parts_after:
+        log.debug("%s: line %d: leaving out the parts of a segment still being made (EXT-X-PART)", uri, parts_after)
+    return cleaned
+
+
+def _note_unneeded(line: str, n: int, uri: str) -> None:
+    """Under ``-v``, name a hidden tag that the library could not have parsed: the playlist is off there."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    try:
+        m3u8.parse(line)
+    except Exception as exc:
+        log.debug("%s: line %d: ignoring %r, which decryption does not need (cannot parse it: %s)",
+                  uri, n, _shown(line), _shown(str(exc) or type(exc).__name__))
+
+
+def _extinf(line: str, n: int, uri: str) -> str:
+    """EXTINF as the library parses it: a number, a comma, a title. IPTV lists put attributes
+    (``tvg-id="x"``) between the number and the comma; decryption needs neither. An EXTINF that
+    does not even begin with a number is left for the library to refuse: more is wrong there."""
+    duration = line.partition(":")[2].split(",", 1)[0]
+    try:
+        float(duration)
+        return line
+    except ValueError:
+        pass
+    match = _LEADING_NUMBER.match(duration)
+    if not match:
+        return line
+    log.debug("%s: line %d: reading %r as a duration of %s; decryption needs nothing else from it",
+              uri, n, _shown(line), match.group(1))
+    return f"#EXTINF:{match.group(1)},"
+
+
+def _stream_inf(line: str, n: int, uri: str) -> str:
+    """EXT-X-STREAM-INF without the numbers the library cannot read, except BANDWIDTH, which chooses the variant."""
+    try:
+        m3u8.parse(line)
+        return line
+    except Exception:
+        pass
+    kept, dropped = [], []
+    for match in _ATTRIBUTE.finditer(line.partition(":")[2]):
+        name, value = match.group(1).upper(), match.group(2)
+        convert = _STREAM_INF_NUMBERS.get(name)
+        try:
+            if convert:
+                convert(value)
+        except (ValueError, OverflowError):
+            if name == "BANDWIDTH":
+                raise InputError(f"{uri}: line {n}: bad BANDWIDTH {_shown(value)!r}") from None
+            dropped.append(f"{name}={_shown(value)}")
+            continue
+        kept.append(match.group(0))
+    log.debug("%s: line %d: ignoring %s in EXT-X-STREAM-INF (not a number; decryption does not need it)",
+              uri, n, ", ".join(dropped) or "what cannot be parsed")
+    return "#EXT-X-STREAM-INF:" + ",".join(kept)
+
+
+_DATA_URI = re.compile(r'data:[^"\s]*', re.IGNORECASE)
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """Playlist text as messages may show it: a data: URI may be a key, and lines may be long."""
+    text = _DATA_URI.sub("data:…", text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _master(data: dict, text: str, uri: str) -> MasterPlaylist:
@@ -223,7 +400,7 @@ def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPl
             uri=seg_uri, line=seg_line, sequence=sequence,
             byterange=_byterange(segment.get("byterange"), seg_uri, range_ends, uri, seg_line),
             key=key, iv=iv, duration=float(segment.get("duration") or 0.0),
-            discontinuity=bool(segment.get("discontinuity")),
+            discontinuity=bool(segment.get("discontinuity")), gap=bool(segment.get("gap_tag")),
         ))
         sequence += 1
     return MediaPlaylist(uri, tuple(parts), bool(data["is_endlist"]))
@@ -252,17 +429,18 @@ def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None
     if method == "NONE":
         return None
     where = f"{uri}: line {line}"
+    keyformat = raw.get("keyformat")
+    if keyformat not in (None, "identity"):  # only when no identity key applies (see _LineStamper)
+        raise UnsupportedEncryption(f"{where}: KEYFORMAT={keyformat} is not supported, and no identity key applies")
     if method != "AES-128":
         raise UnsupportedEncryption(f"{where}: METHOD={method or '(missing)'} is not supported (only AES-128 and NONE)")
-    keyformat = raw.get("keyformat")
-    if keyformat not in (None, "identity"):
-        raise UnsupportedEncryption(f"{where}: KEYFORMAT={keyformat} is not supported (only identity)")
     key_uri = raw.get("uri")
     if not key_uri:
         raise InputError(f"{where}: METHOD=AES-128 without a URI")
+    inline = scheme_of(key_uri) == "data"  # the key itself: nothing to resolve
     return KeyRef(
         uri=key_uri,
-        resolved_uri=resolve(uri, key_uri, line),
+        resolved_uri=key_uri if inline else resolve(uri, key_uri, line),
         key_id=key_id_of(key_uri, key_id_param),
         iv=_parse_iv(raw.get("iv"), where),
         line=line,
@@ -271,6 +449,8 @@ def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None
 
 def key_id_of(key_uri: str, param: str | None = None) -> str | None:
     """The KeyID carried in a key URI's query (``key_id=``, ``KeyID=``, ``kid=`` or ``param=``)."""
+    if scheme_of(key_uri) == "data":  # no query: all of it is the key
+        return None
     wanted = (param.lower(),) if param else KEY_ID_PARAMS
     query = key_uri.partition("?")[2].partition("#")[0]
     for name, value in parse_qsl(query, keep_blank_values=False):

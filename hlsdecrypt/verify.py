@@ -84,6 +84,7 @@ class Report:
 class _Observed:
     """What fetching and decrypting every part showed, for the checks to judge."""
 
+    gaps: list[Part] = field(default_factory=list)  # EXT-X-GAP: not fetched, so nothing to check
     clear: list[Part] = field(default_factory=list)
     none_after_aes: list[Part] = field(default_factory=list)
     broken_ciphertext: list[str] = field(default_factory=list)
@@ -91,7 +92,7 @@ class _Observed:
     decrypt_failures: list[str] = field(default_factory=list)
     containers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     unavailable: dict[str, str] = field(default_factory=dict)  # key identity -> why
-    key_values: dict[DataKey, list[str]] = field(default_factory=lambda: defaultdict(list))
+    key_values: dict[DataKey, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))  # -> identity: name
     reference_diff: str | None = None
     reference_done: bool = True
     problems: dict[Part, str] = field(default_factory=dict)  # part -> why it failed, for the timeline
@@ -108,17 +109,18 @@ def verify(source: str, keys: KeyChain, fetcher: Fetcher, *, variant: str = "bes
     if expect_rotation is not None and expect_rotation < 1:
         raise UsageError("--expect-rotation must be at least 1")
     playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
-    keys.prefetch(playlist.parts)
-    seen = _Observed()
+    seen = _Observed(gaps=[p for p in playlist.parts if p.gap])
+    fetched = [p for p in playlist.parts if not p.gap]
+    keys.prefetch(fetched)
     ref_file = _open_reference(reference)
     try:
         def fetch(part: Part) -> Buffer:
             with errors_about(part):
                 return fetcher.read(part.uri, part.byterange)
 
-        raw_parts = ordered_map(fetch, playlist.parts, jobs or default_jobs(playlist))
+        raw_parts = ordered_map(fetch, fetched, jobs or default_jobs(playlist))
         previous: Part | None = None
-        for part, raw in zip(playlist.parts, raw_parts):
+        for part, raw in zip(fetched, raw_parts):
             clear = _observe(part, raw, previous, keys, seen)
             _compare(part, clear, ref_file, seen)
             previous = part
@@ -183,8 +185,8 @@ def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, see
         seen.unavailable.setdefault(ref.identity, str(exc))
         seen.problems.setdefault(part, f"no key: {exc}")
         return None
-    if ref.name not in seen.key_values[key]:
-        seen.key_values[key].append(ref.name)
+    # by identity: a data: key is named by its line, and the same one may be written on several
+    seen.key_values[key].setdefault(ref.identity, ref.name)
     try:
         clear = decrypt_cbc(raw, key, iv)
     except DecryptError as exc:
@@ -220,17 +222,19 @@ def _check(name: str, status: str, summary: str, evidence: Iterable[str] = ()) -
 
 
 def _coverage(playlist: MediaPlaylist, seen: _Observed) -> Check:
-    total = len(playlist.parts)
+    total = len(playlist.parts) - len(seen.gaps)
+    gaps = f"; {len(seen.gaps)} EXT-X-GAP segments not fetched" if seen.gaps else ""
+    noted = [f"{p.label}: EXT-X-GAP, not fetched" for p in seen.gaps]
     if not seen.clear:
-        return _check("coverage", PASS, f"all {total} parts are under METHOD=AES-128")
+        return _check("coverage", PASS, f"all {total} parts are under METHOD=AES-128{gaps}", noted)
     switched = set(map(id, seen.none_after_aes))
     evidence = [f"{p.label}: clear" + (", METHOD=NONE after encrypted parts" if id(p) in switched else "")
                 for p in seen.clear]
-    return _check("coverage", FAIL, f"{len(seen.clear)} of {total} parts are not encrypted", evidence)
+    return _check("coverage", FAIL, f"{len(seen.clear)} of {total} parts are not encrypted{gaps}", evidence + noted)
 
 
 def _ciphertext(playlist: MediaPlaylist, seen: _Observed) -> Check:
-    encrypted = len(playlist.parts) - len(seen.clear)
+    encrypted = len(playlist.parts) - len(seen.gaps) - len(seen.clear)
     if not encrypted:
         return _check("ciphertext", SKIP, "no encrypted parts")
     if seen.broken_ciphertext:
@@ -290,7 +294,7 @@ def _rotation(playlist: MediaPlaylist, expect: int | None) -> Check:
 def _reuse(playlist: MediaPlaylist, seen: _Observed) -> Check:
     if not seen.key_values:
         return _check("key-reuse", SKIP, "no keys to compare")
-    shared = [f"one key under {len(names)} names: {', '.join(names)}" for names in seen.key_values.values()
+    shared = [f"one key under {len(names)} names: {', '.join(names.values())}" for names in seen.key_values.values()
               if len(names) > 1]
     if shared:
         return _check("key-reuse", FAIL, f"{len(shared)} keys appear under more than one KeyID or URI", shared)
@@ -301,7 +305,7 @@ def _iv_uses(playlist: MediaPlaylist) -> dict[tuple[str, bytes], list[Part]]:
     """The encrypted parts under each (key identity, IV) pair."""
     uses: dict[tuple[str, bytes], list[Part]] = defaultdict(list)
     for part in playlist.parts:
-        if part.cipher:
+        if part.cipher and not part.gap:
             ref, iv = part.cipher
             uses[(ref.identity, iv)].append(part)
     return uses
