@@ -1,5 +1,18 @@
 """hlsdecrypt: turn AES-128 encrypted HLS recordings into clear media, and check their encryption.
 
+The Python API, as a QA suite uses it::
+
+    from hlsdecrypt import key_chain, verify
+
+    with key_chain(keys_file="keys.json", source="none") as keys:
+        report = verify("rec/index.m3u8", keys=keys, expect_rotation=60)
+    assert report.passed, report.table()
+
+The same keyword means the same thing in every function: ``keys`` a ``key_chain(...)``,
+``fetcher`` a ``Fetcher`` (timeouts, retries, paths allowed), ``variant`` the choice in a master
+playlist, ``key_id_param`` the key URI's query parameter that holds the KeyID. Every error is an
+``HlsDecryptError``; its class says what went wrong (and which exit code the command line gives).
+
 The names below are imported on first use, so that ``hlsdecrypt --version`` and runs on local
 files do not pay for what they do not need.
 """
@@ -12,16 +25,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _HOMES = {
-    "DataKey": "crypto",
-    "DecryptResult": "pipeline",
-    "Fetcher": "fetch",
-    "HlsDecryptError": "errors",
-    "KeyChain": "keys",
-    "KeyFile": "keys",
-    "KeyUri": "keys",
-    "StaticKey": "keys",
-    "decrypt": "pipeline",
-    "load_media_playlist": "pipeline",
+    # what to do
+    "decrypt": "pipeline", "verify": "verify", "encrypt": "encrypt", "list_keys": "inventory",
+    "export_keys": "inventory", "key_chain": "keys",
+    # what to do it with
+    "KeyChain": "keys", "Fetcher": "fetch", "Credentials": "credentials", "DataKey": "crypto",
+    # what comes back
+    "DecryptResult": "pipeline", "Report": "verify", "Check": "verify", "PartOutcome": "verify",
+    "EncryptResult": "encrypt", "KeyListing": "inventory", "KeyUse": "inventory",
+    "write_json": "report", "write_junit": "report", "write_html": "html_report",
+    # what can go wrong
+    "HlsDecryptError": "errors", "UsageError": "errors", "InputError": "errors", "UnsupportedEncryption": "errors",
+    "KeyUnavailable": "errors", "ApiError": "errors", "SegmentError": "errors", "FetchError": "errors",
+    "DecryptError": "errors", "VerificationFailed": "errors", "OutputError": "errors", "OutputExists": "errors",
 }
 
 __all__ = sorted(_HOMES)

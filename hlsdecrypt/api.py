@@ -102,6 +102,10 @@ class ApiKeySource:
     def __repr__(self) -> str:
         return f"ApiKeySource({self.endpoint}, region {self.region})"
 
+    @property
+    def description(self) -> str:
+        return f"{self.name} at {self.endpoint} ({self.region}, {self.credentials.origin})"
+
     def lookup(self, ref: KeyRef) -> DataKey | None:
         return self.fetch(ref.key_id) if ref.key_id else None
 

@@ -57,7 +57,7 @@ def find_credentials(path: str | None = None, environ: Mapping[str, str] = os.en
     if path:
         found = _from_file(Path(path))
         if found is None:
-            raise UsageError(f"--credentials {path}: no access key and secret key found in it")
+            raise UsageError(f"credentials {path}: no access key and secret key found in it", option="credentials")
         return found
     found = _from_environment(environ)
     if found:

@@ -10,7 +10,6 @@ playlist, the key files (for plain key URIs) and ``keys.json`` (mode 0600), the 
 from __future__ import annotations
 
 import math
-import os
 import posixpath
 import secrets
 from dataclasses import dataclass
@@ -18,9 +17,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .crypto import DataKey, encrypt_cbc
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, plural
 from .fetch import Fetcher
-from .keystore import write_keys
+from .keystore import read_keys, write_key_file, write_keys
 from .pipeline import load_media_playlist
 from .playlist import Part
 
@@ -35,14 +34,21 @@ class EncryptResult:
     keys: int
 
 
-def encrypt(source: str, out_dir: str, *, fetcher: Fetcher | None = None, rotate: int = 0, iv_mode: str = "implicit",
-            key_uri: str = DEFAULT_KEY_URI, given_keys: dict[str, DataKey] | None = None,
-            variant: str = "best") -> EncryptResult:
-    """Encrypt the clear stream at ``source`` into ``out_dir``: a new key every ``rotate`` segments
-    (0: one key), IVs ``implicit`` (the media sequence), ``explicit`` (random, one per segment)
-    or ``zero``. ``key_uri`` is a template: ``{n}`` is the key's number, ``{key_id}`` a KeyID."""
-    if iv_mode not in IV_MODES or rotate < 0:
-        raise UsageError(f"--iv is one of {', '.join(IV_MODES)}; --rotate is 0 or more")
+def encrypt(source: str, output: str, *, fetcher: Fetcher | None = None, rotate: int = 0, iv: str = "implicit",
+            key_uri: str = DEFAULT_KEY_URI, keys_file: str | None = None, variant: str = "best") -> EncryptResult:
+    """Encrypt the clear stream at ``source`` into the folder ``output``: a new key every ``rotate``
+    segments (0: one key), IVs ``implicit`` (the media sequence), ``explicit`` (random, one per
+    segment) or ``zero``. ``key_uri`` is a template: ``{n}`` is the key's number, ``{key_id}`` a
+    KeyID. Keys are random, or taken in order from ``keys_file`` (JSON of KeyID -> hex)."""
+    if iv not in IV_MODES:
+        raise UsageError(f"iv is one of {', '.join(IV_MODES)}", option="iv")
+    if rotate < 0:
+        raise UsageError("rotate is 0 or more", option="rotate")
+    iv_mode, out_dir = iv, output
+    try:
+        given_keys = read_keys(keys_file, "keys_file") if keys_file else None
+    except FileNotFoundError:
+        raise UsageError(f"keys_file {keys_file}: no such file", option="keys_file") from None
     fetcher = fetcher or Fetcher()
     playlist, _ = load_media_playlist(source, fetcher, variant=variant)
     encrypted = next((p.key for p in playlist.parts if p.key), None)
@@ -60,20 +66,21 @@ def encrypt(source: str, out_dir: str, *, fetcher: Fetcher | None = None, rotate
     current: tuple[str, bytes | None] | None = None  # the key tag in force: URI and explicit IV
     for part, index in zip(playlist.parts, _segment_numbers(playlist.parts)):
         uri, key = keys.get(index // rotate if rotate else 0)
-        iv: bytes | None = None  # None: implicit, the segment's sequence number
+        explicit: bytes | None = None  # None: implicit, the segment's sequence number
         if part.is_init or iv_mode == "explicit":
-            iv = secrets.token_bytes(16)
+            explicit = secrets.token_bytes(16)
         elif iv_mode == "zero":
-            iv = bytes(16)
+            explicit = bytes(16)
         if part.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
-        if current != (uri, iv):
-            attribute = f",IV=0x{iv.hex()}" if iv is not None else ""
+        if current != (uri, explicit):
+            attribute = f",IV=0x{explicit.hex()}" if explicit is not None else ""
             lines.append(f'#EXT-X-KEY:METHOD=AES-128,URI="{uri}"{attribute}')
-            current = (uri, iv)
+            current = (uri, explicit)
         name = _file_name(part, index)
         data = bytes(fetcher.read(part.uri, part.byterange))
-        used_iv = iv if iv is not None else (part.sequence or 0).to_bytes(16, "big")  # init parts: always explicit
+        # init parts always have an explicit IV
+        used_iv = explicit if explicit is not None else (part.sequence or 0).to_bytes(16, "big")
         (out / name).write_bytes(encrypt_cbc(data, key, used_iv))
         if part.is_init:
             lines.append(f'#EXT-X-MAP:URI="{name}"')
@@ -122,7 +129,8 @@ class _KeyMaker:
     def _make(self, n: int) -> None:
         if self.given:
             if n >= len(self.given):
-                raise UsageError(f"--keys gives {len(self.given)} keys; the stream needs more")
+                raise UsageError(f"keys_file gives {plural(len(self.given), 'key')}; the stream needs more",
+                                 option="keys_file")
             key_id, key = self.given[n]
         else:
             key_id, key = secrets.token_hex(16), DataKey(secrets.token_bytes(16))
@@ -131,9 +139,6 @@ class _KeyMaker:
             self.exported[key_id] = key
         else:
             if "://" not in uri:
-                path = self.out / uri
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(key.reveal())
+                write_key_file(str(self.out / uri), key)
             self.exported[uri] = key
         self.made.append((uri, key))

@@ -10,17 +10,31 @@
     │   ├── FetchError
     │   └── DecryptError
     ├── VerificationFailed         exit 6: a verification check failed
-    └── OutputError                exit 7: the output cannot be written (exists, is an input, disk full)
+    └── OutputError                exit 7: the output cannot be written (is an input, disk full, ...)
+        └── OutputExists                   (there already, and not forced)
 
 Messages are one line, name the playlist line, segment or KeyID concerned, and never carry
-key material or credentials.
+key material or credentials. An error about one part of a stream carries that part (``part``)
+and names it first; an error about one argument names it as a Python caller spells it
+(``option``), so that the command line can put its own flag in its place.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HlsDecryptError(Exception):
     exit_code = 1
+
+    def __init__(self, message: str = "", *, option: str | None = None, part: Any = None):
+        super().__init__(message)
+        self.message = message
+        self.option = option  # the keyword argument the message is about, if one is
+        self.part = part  # the playlist.Part concerned, if one is
+
+    def __str__(self) -> str:
+        return f"{self.part.label}: {self.message}" if self.part is not None else self.message
 
 
 class UsageError(HlsDecryptError):
@@ -72,6 +86,10 @@ class OutputError(HlsDecryptError):
     """The output cannot be written where asked: it exists, names an input, or the disk refuses."""
 
     exit_code = 7
+
+
+class OutputExists(OutputError):
+    """The output is there already: refused without ``force``; a batch skips such a stream."""
 
 
 EXIT_INTERRUPTED = 130

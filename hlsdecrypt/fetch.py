@@ -12,14 +12,15 @@ import os
 import re
 import stat
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 from .crypto import Buffer
-from .errors import FetchError, InputError, plural
+from .errors import FetchError, InputError, UsageError, plural
 from .http import Failure, HttpClient
-from .playlist import MAX_PART, ByteRange, is_url, scheme_of
+from .playlist import MAX_PART, ByteRange
 from .retry import Backoff, retry_after_seconds
+from .uris import is_url, scheme_of
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -58,10 +59,16 @@ class Scratch:
 
 @dataclass
 class Fetcher:
-    """Reads playlists, segments and key files; ``set_origin`` starts each stream (a batch shares one)."""
+    """Reads playlists, segments and key files; ``set_origin`` starts each stream (a batch shares one).
+
+    ``timeout``: seconds one read may wait; ``deadline``: seconds one request may take in all;
+    ``retries``: further tries after a transient failure (or a ``backoff`` of your own);
+    ``allow_any_path``: let a local playlist refer to files outside its folder.
+    """
 
     timeout: float = 20.0
-    backoff: Backoff = field(default_factory=Backoff)
+    retries: int = 3
+    backoff: Backoff | None = None
     allow_any_path: bool = False
     pool_size: int = 8
     deadline: float = DEADLINE
@@ -70,6 +77,12 @@ class Fetcher:
     _remote: bool = False  # the top-level playlist came over http(s)
 
     def __post_init__(self) -> None:
+        for option, value, least in (("timeout", self.timeout, 0), ("deadline", self.deadline, 0),
+                                     ("retries", self.retries, -1)):
+            if not value > least:
+                raise UsageError(f"{option} must be {'positive' if least == 0 else 'at least 0'}", option=option)
+        if self.backoff is None:
+            self.backoff = Backoff(attempts=self.retries + 1)
         if self.http is None:
             self.http = HttpClient(timeout=self.timeout, deadline=self.deadline, pool_size=self.pool_size)
 
@@ -132,7 +145,8 @@ class Fetcher:
             raise InputError(f"{uri!r}: a path with a NUL byte")
         path = _real(uri)
         if self._root and not self.allow_any_path and os.path.commonpath([path, self._root]) != self._root:
-            raise InputError(f"{uri}: outside the playlist's folder (use --allow-any-path to permit)")
+            raise InputError(f"{uri}: outside the playlist's folder (allow_any_path=True permits it)",
+                             option="allow_any_path")
         return path
 
     # -- local files -------------------------------------------------------------------
@@ -194,7 +208,9 @@ class Fetcher:
 
     def _read_http(self, url: str, byterange: ByteRange | None, limit: int, *, compressed: bool = False,
                    deadline: float | None = None) -> tuple[Buffer, str]:
-        delays = self.backoff.delays()
+        backoff = self.backoff
+        assert backoff is not None  # set in __post_init__
+        delays = backoff.delays()
         attempt = 1
         while True:
             try:
@@ -205,7 +221,7 @@ class Fetcher:
                     tries = f" (gave up after {plural(attempt, 'attempt')})" if attempt > 1 else ""
                     raise FetchError(f"{url}: {exc}{tries}") from None
                 log.info("%s: %s; retrying in %.1fs", url, exc, delay)
-                self.backoff.wait(delay, exc.retry_after)
+                backoff.wait(delay, exc.retry_after)
                 attempt += 1
 
     def _get_once(self, url: str, byterange: ByteRange | None, limit: int, compressed: bool,

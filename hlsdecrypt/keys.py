@@ -17,11 +17,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Protocol
 from urllib.parse import unquote_to_bytes
 
+from .api import DEFAULT_ENDPOINT, ApiKeySource, endpoint_from_env, region_for
+from .credentials import Credentials, find_credentials
 from .crypto import DataKey
 from .errors import HlsDecryptError, KeyUnavailable, UsageError
 from .fetch import MAX_KEY_FILE, Fetcher
 from .keystore import KeyCache, read_keys
 from .playlist import KeyRef, Part
+from .uris import is_url
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -33,9 +36,9 @@ class KeySource(Protocol):
 
 
 class StaticKey:
-    """``--key HEX``: one key for every encrypted segment."""
+    """One key for every encrypted segment (``key=``, ``--key``)."""
 
-    name = "--key"
+    name = "the given key"
 
     def __init__(self, key: DataKey):
         self._key = key
@@ -45,14 +48,14 @@ class StaticKey:
 
 
 class KeyFile:
-    """``--keys FILE``: a JSON object mapping KeyIDs or key URIs to 32 hex digits."""
+    """A JSON object mapping KeyIDs or key URIs to 32 hex digits (``keys_file=``, ``--keys``)."""
 
     def __init__(self, path: str):
-        self.name = f"--keys {path}"
+        self.name = f"keys file {path}"
         try:
-            self._keys = read_keys(path, "--keys")
+            self._keys = read_keys(path, "keys_file")
         except FileNotFoundError:
-            raise UsageError(f"--keys {path}: no such file") from None
+            raise UsageError(f"keys_file {path}: no such file", option="keys_file") from None
 
     @property
     def keys(self) -> dict[str, DataKey]:
@@ -114,7 +117,7 @@ class NoCredentials:
         if ref.key_id is None:
             return None
         raise KeyUnavailable("not asked: no access keys found (set VOLC_ACCESSKEY and VOLC_SECRETKEY, "
-                             "write ~/.volc/credentials, or give --credentials FILE)")
+                             "write ~/.volc/credentials, or give credentials FILE)", option="credentials")
 
 
 class KeyChain:
@@ -176,6 +179,15 @@ class KeyChain:
             future.cancel()
         self._worker.shutdown(wait=True, cancel_futures=True)
 
+    def __enter__(self) -> KeyChain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        return ", ".join(getattr(s, "description", s.name) for s in self.sources) or "none"
+
     def _future(self, ref: KeyRef, users: list[Part] | None) -> Future[DataKey]:
         with self._lock:
             future = self._futures.get(ref.identity)
@@ -206,6 +218,68 @@ class KeyChain:
         if self._stop_after_failure:
             self._failed = ref.name
         raise KeyUnavailable(f"{ref.name} (line {ref.line}): {why}{needed}")
+
+
+KEY_SOURCES = ("auto", "api", "uri", "none")
+
+
+def key_chain(*, key: str | DataKey | None = None, keys_file: str | None = None, cache: str | None = None,
+              source: str = "auto", credentials: str | Credentials | None = None, endpoint: str | None = None,
+              region: str | None = None, rate: float = 1.0, timeout: float = 10.0, fetcher: Fetcher | None = None,
+              stop_after_failure: bool = True) -> KeyChain:
+    """The key sources in their documented order: ``key`` (32 hex digits), ``keys_file`` (JSON of
+    KeyID or key URI -> hex), ``cache`` (a key cache file), then by ``source``:
+
+    - ``auto``: the live service's API for KeyIDs when access keys are configured (``credentials``:
+      a file, a Credentials, or found where the official SDK's users keep them), then the key URI;
+    - ``api``: the API only (access keys required); ``uri``: the key URI only; ``none``: neither.
+
+    ``endpoint``, ``region`` and ``rate`` (requests per second for the account, shared by every
+    process) configure the API; ``fetcher`` reads key URIs. Use it as a context manager.
+    """
+    if source not in KEY_SOURCES:
+        raise UsageError(f"source is one of {', '.join(KEY_SOURCES)}, not {source!r}", option="source")
+    sources: list[KeySource] = []
+    if key is not None:
+        sources.append(StaticKey(key if isinstance(key, DataKey) else _hex_key(key)))
+    if keys_file:
+        sources.append(KeyFile(keys_file))
+    key_cache = KeyCache(cache) if cache else None
+    if key_cache:
+        sources.append(key_cache)
+    found = None
+    if source in ("auto", "api"):
+        found = credentials if isinstance(credentials, Credentials) else find_credentials(credentials)
+        if source == "api" and found is None:
+            raise UsageError("source 'api' needs access keys: set VOLC_ACCESSKEY and VOLC_SECRETKEY, "
+                             "or give credentials FILE", option="credentials")
+    if found:
+        sources.append(_api_source(found, endpoint, region, rate, timeout))
+    elif source == "auto":
+        sources.append(NoCredentials())  # so that a KeyID's failure says why the API was not asked
+    if source in ("auto", "uri"):
+        sources.append(KeyUri(fetcher or Fetcher()))
+    chain = KeyChain(sources, cache=key_cache, stop_after_failure=stop_after_failure)
+    log.debug("key sources, in order: %s", chain.describe())
+    return chain
+
+
+def _hex_key(text: str) -> DataKey:
+    try:
+        return DataKey.from_hex(text)
+    except ValueError:
+        raise UsageError("key wants 32 hex digits", option="key") from None
+
+
+def _api_source(credentials: Credentials, endpoint: str | None, region: str | None, rate: float,
+                timeout: float) -> ApiKeySource:
+    if rate <= 0:
+        raise UsageError("rate must be positive", option="rate")
+    endpoint = (endpoint or endpoint_from_env()).rstrip("/")
+    if not is_url(endpoint) or "[" in endpoint:
+        raise UsageError(f"endpoint {endpoint}: want an http(s) URL such as {DEFAULT_ENDPOINT}", option="endpoint")
+    return ApiKeySource(credentials, endpoint=endpoint, region=region or region_for(endpoint), rate=rate,
+                        timeout=timeout)
 
 
 def _summarise(parts: list[Part]) -> str:

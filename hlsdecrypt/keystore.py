@@ -12,15 +12,19 @@ import os
 import tempfile
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from .crypto import DataKey
 from .errors import OutputError, UsageError
 from .playlist import KeyRef
 
 
-def write_keys(path: str, keys: dict[str, DataKey]) -> None:
-    """Write ``keys`` to ``path`` (mode 0600, atomically): the one place key material reaches a file."""
+def write_keys(path: str | BinaryIO, keys: dict[str, DataKey]) -> None:
+    """Write ``keys`` to ``path`` (mode 0600, atomically), or to a binary file the caller opened:
+    the one place key material reaches a file."""
+    if not isinstance(path, str):
+        path.write(_keys_json(keys).encode())
+        return
     target = os.path.abspath(path)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", dir=os.path.dirname(target))
@@ -28,8 +32,7 @@ def write_keys(path: str, keys: dict[str, DataKey]) -> None:
         raise OutputError(f"{path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp creates it 0600
-            json.dump({name: key.reveal().hex() for name, key in sorted(keys.items())}, f, indent=2)
-            f.write("\n")
+            f.write(_keys_json(keys))
         os.replace(temp, target)
     except OSError as exc:
         os.unlink(temp)
@@ -39,6 +42,20 @@ def write_keys(path: str, keys: dict[str, DataKey]) -> None:
         raise
 
 
+def _keys_json(keys: dict[str, DataKey]) -> str:
+    return json.dumps({name: key.reveal().hex() for name, key in sorted(keys.items())}, indent=2) + "\n"
+
+
+def write_key_file(path: str, key: DataKey) -> None:
+    """One key as the 16 bytes a key URI serves (mode 0600, never over an existing file)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise OutputError(f"{path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.reveal())
+
+
 def read_keys(path: str, what: str) -> dict[str, DataKey]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -46,20 +63,20 @@ def read_keys(path: str, what: str) -> dict[str, DataKey]:
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{what} {path}: cannot read a JSON object ({exc.__class__.__name__})") from None
+        raise UsageError(f"{what} {path}: cannot read a JSON object ({exc.__class__.__name__})", option=what) from None
     if not isinstance(raw, dict):
-        raise UsageError(f"{what} {path}: want a JSON object of KeyID or key URI -> hex key")
+        raise UsageError(f"{what} {path}: want a JSON object of KeyID or key URI -> hex key", option=what)
     keys = {}
     for name, value in raw.items():
         try:
             keys[name] = DataKey.from_hex(str(value))
         except ValueError:
-            raise UsageError(f"{what} {path}: the value for {name!r} is not 32 hex digits") from None
+            raise UsageError(f"{what} {path}: the value for {name!r} is not 32 hex digits", option=what) from None
     return keys
 
 
 class KeyCache:
-    """``--key-cache FILE``: keys fetched by KeyID are kept, so that a re-run asks nobody.
+    """A key cache file (``cache=``, ``--key-cache``): keys fetched by KeyID are kept, so that a re-run asks nobody.
 
     Several processes may share one cache: a writer takes the lock beside it, reads what the
     others wrote meanwhile, and writes the union, so no process's keys are lost.
@@ -67,16 +84,16 @@ class KeyCache:
 
     def __init__(self, path: str):
         self.path = path
-        self.name = f"--key-cache {path}"
+        self.name = f"key cache {path}"
         self._lock = threading.Lock()
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
-            raise UsageError(f"--key-cache {path}: no such folder {folder}")
+            raise UsageError(f"cache {path}: no such folder {folder}", option="cache")
         self._keys = self._read()
 
     def _read(self) -> dict[str, DataKey]:
         try:
-            return read_keys(self.path, "--key-cache")
+            return read_keys(self.path, "cache")
         except FileNotFoundError:
             return {}
 
@@ -98,7 +115,7 @@ class KeyCache:
         try:
             fd = os.open(os.path.join(folder, f".{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
-            raise OutputError(f"--key-cache {self.path}: cannot lock it ({exc.strerror})") from None
+            raise OutputError(f"cache {self.path}: cannot lock it ({exc.strerror})", option="cache") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -21,7 +21,7 @@ import tempfile
 import threading
 from typing import BinaryIO, Callable, Iterable, TypeVar
 
-from .errors import OutputError
+from .errors import OutputError, OutputExists, UsageError
 
 T = TypeVar("T")
 
@@ -38,9 +38,14 @@ class Output:
     from another run's work in progress (refused).
     """
 
-    def __init__(self, target: str, plan: str, *, resume: bool = False, force: bool = False,
+    def __init__(self, target: str | BinaryIO, plan: str, *, resume: bool = False, force: bool = False,
                  inputs: Iterable[str] = ()):
-        self.target, self.plan, self.resume, self.force = target, plan, resume, force
+        """``target``: a path, ``-`` for stdout, or a binary file open for writing (used as it is)."""
+        self._stream = sys.stdout.buffer if target == "-" else None if isinstance(target, str) else target
+        self.target = target if isinstance(target, str) else getattr(target, "name", "the output file")
+        if self._stream is not None and resume:
+            raise UsageError("resume=True needs an output file by its path", option="resume")
+        self.plan, self.resume, self.force = plan, resume, force
         self.parts_done = 0
         self.bytes_done = 0
         self.keys: dict[str, str] = {}  # key identity -> fingerprint, for parts written
@@ -49,16 +54,17 @@ class Output:
         self.in_place = False  # a device or FIFO, written where it is
         self._temp = ""
         self._journal = ""
-        if target != "-":
-            self.in_place = check_target(target, force=force, inputs=inputs)
+        if self._stream is None:
+            self.in_place = check_target(self.target, force=force, inputs=inputs)
 
     def __enter__(self) -> Output:
-        if self.target == "-":
-            self.file = sys.stdout.buffer
+        if self._stream is not None:
+            self.file = self._stream
             return self
         if self.in_place:
             if self.resume:
-                raise OutputError(f"{self.target}: not a regular file, so --resume cannot continue it")
+                raise OutputError(f"{self.target}: not a regular file, so resume=True cannot continue it",
+                                  option="resume")
             self.file = _opened(self.target, lambda: os.open(self.target, os.O_WRONLY), "wb")
             return self
         target = os.path.abspath(self.target)
@@ -132,7 +138,7 @@ class Output:
             os.replace(temp, self._journal)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self.target == "-":
+        if self._stream is not None:
             if exc_type is None:
                 self.file.flush()
             return
@@ -162,7 +168,7 @@ class Output:
         except FileExistsError:
             self._discard()
             raise OutputError(f"{self.target}: created by someone else during the run; "
-                              "nothing replaced (use --force to replace it)") from None
+                              "nothing replaced (force=True replaces it)", option="force") from None
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK) or os.path.lexists(target):
                 self._discard()
@@ -200,8 +206,19 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
     if not stat.S_ISREG(info.st_mode):
         return True  # /dev/null, a FIFO, a terminal: written in place
     if not force:
-        raise OutputError(f"{target}: exists (use --force to replace it)")
+        raise OutputExists(f"{target}: exists (force=True replaces it)", option="force")
     return False
+
+
+def check_folder(path: str, option: str) -> None:
+    """A file written after the work (a report, a key export): its folder is checked before it."""
+    if path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {path}: no such folder {folder}", option=option)
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a folder", option=option)
 
 
 def _opened(target: str, opener: Callable[[], int], mode: str) -> BinaryIO:

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol, TypeVar
 
 from .crypto import CbcDecryptor, decrypt_cbc
 from .errors import DecryptError, FetchError, InputError, OutputError
 from .fetch import Buffer, Fetcher, Scratch
-from .keys import KeyChain
+from .keys import KeyChain, key_chain
 from .media import start_problem
-from .output import BackgroundWriter, Output
-from .playlist import MasterPlaylist, MediaPlaylist, Part, Variant, choose_variant, is_url, parse
+from .output import BackgroundWriter, Output, check_target
+from .playlist import (
+    MasterPlaylist,
+    MediaPlaylist,
+    Part,
+    Variant,
+    choose_variant,
+    parse,
+)
+from .uris import is_url, stream_name
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -56,8 +65,14 @@ class DecryptResult:
     segments: int
     bytes_written: int
     resumed_after: int = 0  # parts an earlier run had written
-    gaps: tuple[str, ...] = ()  # parts skipped by skip_missing, with why
-    gap_segments: int = 0  # segments marked EXT-X-GAP: never fetched, nothing written
+    missing: tuple[str, ...] = ()  # parts skip_missing left out, each with why
+    gaps: int = 0  # segments marked EXT-X-GAP: never fetched, nothing written
+    output: str = ""  # where the clear stream went: a path, "-" for stdout, or a file's name
+    keys: int = 0  # distinct keys the written parts needed
+
+    @property
+    def written_segments(self) -> int:
+        return self.segments - len(self.missing) - self.gaps
 
 
 def load_media_playlist(source: str, fetcher: Fetcher, *, variant: str = "best",
@@ -171,38 +186,64 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
 
 @contextmanager
 def errors_about(part: Part) -> Iterator[None]:
-    """Prefix segment-level errors with the part they concern."""
+    """Attach the part concerned to segment-level errors (their message then names it first)."""
     try:
         yield
     except (FetchError, DecryptError, InputError) as exc:
-        raise type(exc)(f"{part.label}: {exc}") from None
+        if exc.part is None:
+            exc.part = part
+        raise
 
 
-def decrypt(source: str, output: str, keys: KeyChain, *, fetcher: Fetcher | None = None,
-            variant: str = "best", key_id_param: str | None = None, jobs: int | None = None, media_check: bool = True,
-            progress: ProgressSink | None = None, resume: bool = False, skip_missing: bool = False,
-            force: bool = False, inputs: Iterable[str] = ()) -> DecryptResult:
-    """Decrypt the HLS stream at ``source`` into one clear file ``output`` (``-`` for stdout).
+def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain | None = None,
+            fetcher: Fetcher | None = None, variant: str = "best", key_id_param: str | None = None,
+            jobs: int | None = None, media_check: bool = True, progress: ProgressSink | None = None,
+            resume: bool = False, skip_missing: bool = False, force: bool = False,
+            inputs: Iterable[str] = ()) -> DecryptResult:
+    """Decrypt the HLS stream at ``source`` (a playlist path or URL) into one clear file.
 
-    ``resume`` continues an earlier run's partial output when its plan and keys are unchanged
-    (and keeps a failed run's partial output for that); ``skip_missing`` writes what can be
-    fetched and reports the rest in ``DecryptResult.gaps``; ``force`` replaces an existing
-    output file; ``inputs`` are files the output must not be (key files, say): the playlist,
-    its segments and its key files are added to them.
+    ``output`` is a path, ``-`` for stdout, a binary file open for writing, or an existing
+    folder, where the file is named after the stream (``rec1/index.m3u8`` -> ``rec1.ts``).
+    ``keys`` is a ``key_chain(...)``; by default, the one ``key_chain()`` builds. ``resume``
+    continues an earlier run's partial output when its plan and keys are unchanged (and keeps a
+    failed run's partial output for that); ``skip_missing`` writes what can be fetched and
+    reports the rest in ``DecryptResult.missing``; ``force`` replaces an existing output file;
+    ``inputs`` are files the output must not be (key files, say): the playlist, its segments and
+    its key files are added to them.
     """
     fetcher = fetcher or Fetcher()
-    playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
-    return decrypt_playlist(playlist, output, keys, fetcher, variant=chosen, jobs=jobs, media_check=media_check,
-                            progress=progress, resume=resume, skip_missing=skip_missing, force=force,
-                            inputs=[source, *inputs])
+    inputs = [source, *inputs]
+    folder = None
+    if isinstance(output, (str, os.PathLike)):
+        output = os.fspath(output)
+        if os.path.isdir(output):
+            folder = output
+        elif output != "-":
+            check_target(output, force=force, inputs=inputs)  # before any work
+    with _chain(keys, fetcher) as chain:
+        playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
+        target = os.path.join(folder, output_name(source, playlist)) if folder else output
+        return decrypt_playlist(playlist, target, chain, fetcher, variant=chosen, jobs=jobs, media_check=media_check,
+                                progress=progress, resume=resume, skip_missing=skip_missing, force=force,
+                                inputs=inputs)
 
 
-def decrypt_playlist(playlist: MediaPlaylist, output: str, keys: KeyChain, fetcher: Fetcher, *,
+def output_name(source: str, playlist: MediaPlaylist) -> str:
+    """``rec1/index.m3u8`` -> ``rec1.ts``; ``.mp4`` for fMP4 (a stream with an init section)."""
+    return f"{stream_name(source)}{'.mp4' if any(p.is_init for p in playlist.parts) else '.ts'}"
+
+
+def _chain(keys: KeyChain | None, fetcher: Fetcher) -> ContextManager[KeyChain]:
+    """The caller's key chain, left open; or a default one, closed at the end."""
+    return nullcontext(keys) if keys is not None else key_chain(fetcher=fetcher)
+
+
+def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyChain, fetcher: Fetcher, *,
                      variant: Variant | None = None, jobs: int | None = None, media_check: bool = True,
                      progress: ProgressSink | None = None, resume: bool = False,
                      skip_missing: bool = False, force: bool = False, inputs: Iterable[str] = ()) -> DecryptResult:
     """``decrypt`` for a playlist already loaded (by ``load_media_playlist`` with this ``fetcher``)."""
-    gaps: list[str] | None = [] if skip_missing else None
+    missing: list[str] | None = [] if skip_missing else None
     progress = progress or _NoProgress()
     local = [playlist.uri, *(p.uri for p in playlist.parts), *(k.resolved_uri for k in playlist.keys)]
     inputs = [*inputs, *(uri for uri in local if not is_url(uri))]
@@ -218,7 +259,7 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str, keys: KeyChain, fetch
         writer = BackgroundWriter(out.file, WRITE_AHEAD)
         try:
             for part, chunks in clear_parts(playlist, keys, fetcher, start=resumed_after, jobs=jobs,
-                                            media_check=media_check, gaps=gaps):
+                                            media_check=media_check, gaps=missing):
                 size = 0
                 for chunk in chunks:
                     writer.write(chunk)
@@ -231,8 +272,9 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str, keys: KeyChain, fetch
             writer.close()
         written = out.bytes_done
     progress.finish()
-    return DecryptResult(playlist, variant, len(playlist.segments), written, resumed_after, tuple(gaps or ()),
-                         sum(p.gap for p in playlist.segments))
+    used = {p.key.identity for p in playlist.parts if p.key and not p.gap}
+    return DecryptResult(playlist, variant, len(playlist.segments), written, resumed_after, tuple(missing or ()),
+                         sum(p.gap for p in playlist.segments), out.target, len(used))
 
 
 def plan_fingerprint(playlist: MediaPlaylist) -> str:
@@ -251,7 +293,7 @@ def _same_keys(out: Output, playlist: MediaPlaylist, keys: KeyChain) -> bool:
 
 
 @contextmanager
-def _output_errors(output: str) -> Iterator[None]:
+def _output_errors(output: str | BinaryIO) -> Iterator[None]:
     """A write that fails (disk full, a device that refuses) is the output's problem, said in one line.
 
     A closed pipe on stdout is not an error of ours: it goes up as it is, for the caller to end quietly.
@@ -261,7 +303,8 @@ def _output_errors(output: str) -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        raise OutputError(f"{'stdout' if output == '-' else output}: {exc.strerror or exc}") from None
+        where = "stdout" if output == "-" else output if isinstance(output, str) else "the output file"
+        raise OutputError(f"{where}: {exc.strerror or exc}") from None
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:

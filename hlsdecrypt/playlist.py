@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 import m3u8
 
 from .errors import InputError, UnsupportedEncryption
+from .uris import is_url, scheme_of
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -503,19 +504,6 @@ def _byterange(text: str | None, part_uri: str, ends: dict[str, int], uri: str, 
         raise InputError(f"{uri}: line {line}: BYTERANGE {text!r} has no offset and follows no range of {part_uri}")
     ends[part_uri] = offset + length
     return ByteRange(offset, length)
-
-
-def is_url(uri: str) -> bool:
-    return scheme_of(uri) in ("http", "https")
-
-
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")  # two letters at least: "C:" is a drive
-
-
-def scheme_of(uri: str) -> str:
-    """The URI's scheme, lower-cased, or "" for a path (without urllib, which rejects some URIs)."""
-    match = _SCHEME.match(uri)
-    return match.group(1).lower() if match else ""
 
 
 def resolve(base: str, ref: str, line: int = 0) -> str:

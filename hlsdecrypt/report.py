@@ -9,28 +9,28 @@ from __future__ import annotations
 import io
 import json
 import os
-import posixpath
-import re
 import sys
 import xml.etree.ElementTree as ET
 from typing import BinaryIO, Sequence, TextIO, Union
-from urllib.parse import urlsplit
 
-from .errors import UsageError
-from .playlist import is_url
+from .errors import UsageError, plural
+from .uris import stream_name
 from .verify import FAIL, PASS, SKIP, WARN, Report
 
 #: Where a report goes: a path, "-" for stdout, or an open binary or text file.
 Target = Union[str, "os.PathLike[str]", BinaryIO, TextIO]
 STREAMS_SCHEMA = "hlsdecrypt.verify-streams/1"
-_GENERIC_STEMS = ("index", "playlist", "prog_index", "master", "")
 
 
-def write_table(report: Report, out: TextIO) -> None:
+def write_table(report: Report, out: TextIO, *, failures_only: bool = False) -> None:
+    """The report as a table for a terminal; ``failures_only`` keeps the failing checks (``-q``)."""
     variant = f" (variant {report.variant})" if report.variant else ""
-    out.write(f"{report.playlist}{variant}: {report.segments} segments, {report.parts} parts, {report.keys} keys\n")
+    out.write(f"{report.playlist}{variant}: {plural(report.segments, 'segment')}, {plural(report.parts, 'part')}, "
+              f"{plural(report.keys, 'key')}\n")
     width = max(len(c.name) for c in report.checks)
     for check in report.checks:
+        if failures_only and check.status != FAIL:
+            continue
         out.write(f"{check.name:<{width}}  {check.status.upper():<4}  {check.summary}\n")
         if check.status in (FAIL, WARN):
             for item in check.evidence:
@@ -84,20 +84,6 @@ def _suite(report: Report, name: str) -> ET.Element:
         else:
             ET.SubElement(case, "system-out").text = f"{check.status}: {detail}"
     return suite
-
-
-def stream_name(source: str) -> str:
-    """A short name for a stream: ``rec1/index.m3u8`` -> ``rec1``, ``https://h/live/cam2.m3u8?sig=…`` -> ``cam2``.
-
-    Only letters, digits, ``_`` and ``-``: CI systems split JUnit class names at dots, and a
-    query string may carry a signature that has no place in a test name.
-    """
-    path = urlsplit(source).path if is_url(source) else source
-    path = path.rstrip("/")
-    stem = posixpath.splitext(posixpath.basename(path))[0]
-    if stem in _GENERIC_STEMS and posixpath.dirname(path):
-        stem = posixpath.basename(posixpath.dirname(path)) or stem
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "stream"
 
 
 def stream_names(sources: Sequence[str]) -> list[str]:

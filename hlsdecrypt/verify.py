@@ -10,25 +10,26 @@ warnings, and failures only with ``strict``.
 
 from __future__ import annotations
 
+import io
 import os.path
 import posixpath
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 from .crypto import DataKey, decrypt_cbc
-from .errors import DecryptError, KeyUnavailable, UsageError
+from .errors import DecryptError, FetchError, KeyUnavailable, UsageError, plural
 from .fetch import Buffer, Fetcher
-from .keys import KeyChain
+from .keys import KeyChain, key_chain
 from .media import looks_clear, structure_problem
-from .pipeline import default_jobs, errors_about, load_media_playlist, ordered_map
-from .playlist import KeyRef, MediaPlaylist, Part, is_url
+from .pipeline import default_jobs, load_media_playlist, ordered_map
+from .playlist import KeyRef, MediaPlaylist, Part
+from .uris import is_url
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 CLEAR, OK, FAILED = "clear", "ok", "failed"  # what became of one part
-CHECKS = ("coverage", "ciphertext", "decryption", "key-availability", "key-rotation", "key-reuse", "iv-reuse",
-          "key-transport", "reference")
 EVIDENCE_LIMIT = 20
 
 
@@ -72,6 +73,22 @@ class Report:
     def failed(self) -> bool:
         return any(c.status == FAIL for c in self.checks)
 
+    @property
+    def passed(self) -> bool:
+        """No check failed (warnings and skips allowed): ``assert report.passed, report.table()``."""
+        return not self.failed
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def table(self) -> str:
+        """The report as the command line prints it: a line per check, evidence under failures and warnings."""
+        from .report import write_table  # the presentation lives there; it imports this module
+
+        out = io.StringIO()
+        write_table(self, out)
+        return out.getvalue()
+
     def as_json(self) -> dict:
         """The documented report (schema ``hlsdecrypt.verify/1``, see the README)."""
         return {"schema": "hlsdecrypt.verify/1", "result": FAIL if self.failed else PASS, "source": self.source,
@@ -85,6 +102,7 @@ class _Observed:
     """What fetching and decrypting every part showed, for the checks to judge."""
 
     gaps: list[Part] = field(default_factory=list)  # EXT-X-GAP: not fetched, so nothing to check
+    unfetched: list[str] = field(default_factory=list)  # parts the server would not give
     clear: list[Part] = field(default_factory=list)
     none_after_aes: list[Part] = field(default_factory=list)
     broken_ciphertext: list[str] = field(default_factory=list)
@@ -103,39 +121,56 @@ class _Observed:
         self.problems.setdefault(part, why)
 
 
-def verify(source: str, keys: KeyChain, fetcher: Fetcher, *, variant: str = "best",
+def verify(source: str, *, keys: KeyChain | None = None, fetcher: Fetcher | None = None, variant: str = "best",
            key_id_param: str | None = None, reference: str | None = None, expect_rotation: int | None = None,
            strict: bool = False, jobs: int | None = None) -> Report:
+    """Check the encryption of the stream at ``source``; the Report says what passed, with evidence.
+
+    ``keys`` and ``fetcher`` as for ``decrypt``; ``reference`` is a clear recording the decrypted
+    stream must equal byte for byte; ``expect_rotation`` the most segments one key may cover;
+    ``strict`` turns warnings (reused IVs, keys over plain http, a clear init section) into failures.
+    """
     if expect_rotation is not None and expect_rotation < 1:
-        raise UsageError("--expect-rotation must be at least 1")
-    playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
-    seen = _Observed(gaps=[p for p in playlist.parts if p.gap])
-    fetched = [p for p in playlist.parts if not p.gap]
-    keys.prefetch(fetched)
+        raise UsageError("expect_rotation must be at least 1", option="expect_rotation")
+    fetcher = fetcher or Fetcher()
     ref_file = _open_reference(reference)
     try:
-        def fetch(part: Part) -> Buffer:
-            with errors_about(part):
-                return fetcher.read(part.uri, part.byterange)
-
-        raw_parts = ordered_map(fetch, fetched, jobs or default_jobs(playlist))
-        previous: Part | None = None
-        for part, raw in zip(fetched, raw_parts):
-            clear = _observe(part, raw, previous, keys, seen)
-            _compare(part, clear, ref_file, seen)
-            previous = part
-        if ref_file and seen.reference_done and seen.reference_diff is None and ref_file.read(1):
-            seen.reference_diff = "the reference goes on after the stream ends"
+        with nullcontext(keys) if keys is not None else key_chain(fetcher=fetcher, stop_after_failure=False) as chain:
+            playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
+            seen = _observe_all(playlist, chain, fetcher, ref_file, jobs)
     finally:
         if ref_file:
             ref_file.close()
-    checks = [
-        _coverage(playlist, seen), _ciphertext(playlist, seen), _decryption(playlist, seen),
-        _availability(playlist, seen), _rotation(playlist, expect_rotation), _reuse(playlist, seen),
-        _iv_reuse(playlist, strict), _transport(playlist, strict), _reference(reference, seen),
-    ]
+    case = _Case(playlist, seen, strict, expect_rotation, reference)
+    checks = [_check(name, *judge(case)) for name, judge in CHECKS]
     return Report(source, playlist.uri, chosen.uri if chosen else None, len(playlist.segments),
                   len(playlist.parts), len(playlist.keys), checks, _timeline(playlist, seen), expect_rotation)
+
+
+def _observe_all(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, ref_file: BinaryIO | None,
+                 jobs: int | None) -> _Observed:
+    """Fetch every part once, in parallel, and record what each shows."""
+    seen = _Observed(gaps=[p for p in playlist.parts if p.gap])
+    fetched = [p for p in playlist.parts if not p.gap]
+    keys.prefetch(fetched)
+
+    def fetch(part: Part) -> Buffer | FetchError:
+        try:
+            return fetcher.read(part.uri, part.byterange)
+        except FetchError as exc:  # a finding about the stream, not the end of the check
+            return exc
+
+    previous: Part | None = None
+    for part, raw in zip(fetched, ordered_map(fetch, fetched, jobs or default_jobs(playlist))):
+        if isinstance(raw, FetchError):
+            seen.fault(seen.unfetched, part, raw.message)
+            _compare(part, None, ref_file, seen)
+        else:
+            _compare(part, _observe(part, raw, previous, keys, seen), ref_file, seen)
+        previous = part
+    if ref_file and seen.reference_done and seen.reference_diff is None and ref_file.read(1):
+        seen.reference_diff = "the reference goes on after the stream ends"
+    return seen
 
 
 def _timeline(playlist: MediaPlaylist, seen: _Observed) -> tuple[PartOutcome, ...]:
@@ -162,7 +197,7 @@ def _open_reference(path: str | None) -> BinaryIO | None:
     try:
         return open(path, "rb")
     except OSError as exc:
-        raise UsageError(f"--reference {path}: {exc.strerror}") from None
+        raise UsageError(f"reference {path}: {exc.strerror}", option="reference") from None
 
 
 def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, seen: _Observed) -> Buffer | None:
@@ -214,6 +249,20 @@ def _compare(part: Part, clear: Buffer | None, ref: BinaryIO | None, seen: _Obse
         seen.problems.setdefault(part, f"differs from the reference at its byte {at}")
 
 
+@dataclass(frozen=True)
+class _Case:
+    """Everything a check judges: the plan, what was observed, and what was asked for."""
+
+    playlist: MediaPlaylist
+    seen: _Observed
+    strict: bool
+    expect_rotation: int | None
+    reference: str | None
+
+
+Verdict = tuple  # (status, summary, evidence)
+
+
 def _check(name: str, status: str, summary: str, evidence: Iterable[str] = ()) -> Check:
     items = list(evidence)
     if len(items) > EVIDENCE_LIMIT:
@@ -221,46 +270,59 @@ def _check(name: str, status: str, summary: str, evidence: Iterable[str] = ()) -
     return Check(name, status, summary, items)
 
 
-def _coverage(playlist: MediaPlaylist, seen: _Observed) -> Check:
-    total = len(playlist.parts) - len(seen.gaps)
-    gaps = f"; {len(seen.gaps)} EXT-X-GAP segments not fetched" if seen.gaps else ""
+def _coverage(c: _Case) -> Verdict:
+    seen = c.seen
+    total = len(c.playlist.parts) - len(seen.gaps)
+    gaps = f"; {plural(len(seen.gaps), 'EXT-X-GAP segment')} not fetched" if seen.gaps else ""
     noted = [f"{p.label}: EXT-X-GAP, not fetched" for p in seen.gaps]
     if not seen.clear:
-        return _check("coverage", PASS, f"all {total} parts are under METHOD=AES-128{gaps}", noted)
+        return PASS, f"all {total} parts are under METHOD=AES-128{gaps}", noted
     switched = set(map(id, seen.none_after_aes))
     evidence = [f"{p.label}: clear" + (", METHOD=NONE after encrypted parts" if id(p) in switched else "")
                 for p in seen.clear]
-    return _check("coverage", FAIL, f"{len(seen.clear)} of {total} parts are not encrypted{gaps}", evidence + noted)
+    if all(p.is_init for p in seen.clear):
+        # fMP4 with a clear init section is the usual layout: it holds no media, only its description
+        return (FAIL if c.strict else WARN), f"the init section is clear; all media segments are encrypted{gaps}", \
+            [f"{p.label}: clear init section (EXT-X-MAP before EXT-X-KEY)" for p in seen.clear] + noted
+    return FAIL, f"{len(seen.clear)} of {total} parts are not encrypted{gaps}", evidence + noted
 
 
-def _ciphertext(playlist: MediaPlaylist, seen: _Observed) -> Check:
-    encrypted = len(playlist.parts) - len(seen.gaps) - len(seen.clear)
+def _segment_availability(c: _Case) -> Verdict:
+    fetched = len(c.playlist.parts) - len(c.seen.gaps)
+    if c.seen.unfetched:
+        return FAIL, f"{len(c.seen.unfetched)} of {fetched} parts could not be fetched", c.seen.unfetched
+    return PASS, f"all {fetched} parts fetched"
+
+
+def _ciphertext(c: _Case) -> Verdict:
+    seen = c.seen
+    encrypted = len(c.playlist.parts) - len(seen.gaps) - len(seen.clear) - len(seen.unfetched)
     if not encrypted:
-        return _check("ciphertext", SKIP, "no encrypted parts")
+        return SKIP, "no encrypted parts"
     if seen.broken_ciphertext:
-        return _check("ciphertext", FAIL, f"{len(seen.broken_ciphertext)} of {encrypted} encrypted parts are "
-                                          "not sound ciphertext", seen.broken_ciphertext)
-    return _check("ciphertext", PASS, f"{encrypted} encrypted parts: whole AES blocks, no clear TS or fMP4 structure")
+        return FAIL, f"{len(seen.broken_ciphertext)} of {encrypted} encrypted parts are not sound ciphertext", \
+            seen.broken_ciphertext
+    return PASS, f"{encrypted} encrypted parts: whole AES blocks, no clear TS or fMP4 structure"
 
 
-def _decryption(playlist: MediaPlaylist, seen: _Observed) -> Check:
+def _decryption(c: _Case) -> Verdict:
+    seen = c.seen
     tried = seen.decrypted + len(seen.decrypt_failures)
     if not tried:
-        return _check("decryption", SKIP, "no part could be decrypted (no sound ciphertext with a key)")
+        return SKIP, "no part could be decrypted (no sound ciphertext with a key)"
     if seen.decrypt_failures:
-        return _check("decryption", FAIL, f"{len(seen.decrypt_failures)} of {tried} parts do not decrypt to media",
-                      seen.decrypt_failures)
+        return FAIL, f"{len(seen.decrypt_failures)} of {tried} parts do not decrypt to media", seen.decrypt_failures
     kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(seen.containers.items()))
-    return _check("decryption", PASS, f"{tried} parts decrypt with valid padding to whole media ({kinds})")
+    return PASS, f"{tried} parts decrypt with valid padding to whole media ({kinds})"
 
 
-def _availability(playlist: MediaPlaylist, seen: _Observed) -> Check:
-    if not playlist.keys:
-        return _check("key-availability", SKIP, "no keys")
-    if seen.unavailable:
-        return _check("key-availability", FAIL, f"{len(seen.unavailable)} of {len(playlist.keys)} keys unavailable",
-                      seen.unavailable.values())
-    return _check("key-availability", PASS, f"all {len(playlist.keys)} keys available")
+def _key_availability(c: _Case) -> Verdict:
+    keys = c.playlist.keys
+    if not keys:
+        return SKIP, "no keys"
+    if c.seen.unavailable:
+        return FAIL, f"{len(c.seen.unavailable)} of {plural(len(keys), 'key')} unavailable", c.seen.unavailable.values()
+    return PASS, f"{'the key is' if len(keys) == 1 else f'all {len(keys)} keys are'} available"
 
 
 def _runs(playlist: MediaPlaylist) -> list[tuple[KeyRef, list[int]]]:
@@ -276,29 +338,32 @@ def _runs(playlist: MediaPlaylist) -> list[tuple[KeyRef, list[int]]]:
     return runs
 
 
-def _rotation(playlist: MediaPlaylist, expect: int | None) -> Check:
-    runs = _runs(playlist)
+def _rotation(c: _Case) -> Verdict:
+    runs = _runs(c.playlist)
     if not runs:
-        return _check("key-rotation", SKIP, "no encrypted segments")
+        return SKIP, "no encrypted segments"
     longest = max(len(r) for _, r in runs)
-    summary = f"{len(playlist.keys)} keys; at most {longest} consecutive segments under one key"
+    summary = (f"{plural(len(c.playlist.keys), 'key')}; at most {plural(longest, 'consecutive segment')} "
+               "under one key")
+    expect = c.expect_rotation
     if expect is None:
-        return _check("key-rotation", PASS, summary)
+        return PASS, summary
     long_runs = [f"{ref.name} (line {ref.line}): segments {r[0]}-{r[-1]}, {len(r)} under one key"
                  for ref, r in runs if len(r) > expect]
     if long_runs:
-        return _check("key-rotation", FAIL, f"{summary}; expected a new key every {expect}", long_runs)
-    return _check("key-rotation", PASS, f"{summary}; a new key at least every {expect}")
+        return FAIL, f"{summary}; expected a new key every {plural(expect, 'segment')}", long_runs
+    return PASS, f"{summary}; a new key at least every {plural(expect, 'segment')}"
 
 
-def _reuse(playlist: MediaPlaylist, seen: _Observed) -> Check:
-    if not seen.key_values:
-        return _check("key-reuse", SKIP, "no keys to compare")
-    shared = [f"one key under {len(names)} names: {', '.join(names.values())}" for names in seen.key_values.values()
+def _key_reuse(c: _Case) -> Verdict:
+    values = c.seen.key_values
+    if not values:
+        return SKIP, "no keys to compare"
+    shared = [f"one key under {len(names)} names: {', '.join(names.values())}" for names in values.values()
               if len(names) > 1]
     if shared:
-        return _check("key-reuse", FAIL, f"{len(shared)} keys appear under more than one KeyID or URI", shared)
-    return _check("key-reuse", PASS, f"{len(seen.key_values)} keys, all different")
+        return FAIL, f"{len(shared)} keys appear under more than one KeyID or URI", shared
+    return PASS, "one key" if len(values) == 1 else f"{len(values)} keys, all different"
 
 
 def _iv_uses(playlist: MediaPlaylist) -> dict[tuple[str, bytes], list[Part]]:
@@ -311,33 +376,50 @@ def _iv_uses(playlist: MediaPlaylist) -> dict[tuple[str, bytes], list[Part]]:
     return uses
 
 
-def _iv_reuse(playlist: MediaPlaylist, strict: bool) -> Check:
-    uses = _iv_uses(playlist)
-    names = {p.key.identity: p.key.name for p in playlist.parts if p.cipher}
+def _iv_reuse(c: _Case) -> Verdict:
+    uses = _iv_uses(c.playlist)
+    names = {p.key.identity: p.key.name for p in c.playlist.parts if p.key and p.cipher}
     reused = [f"IV 0x{iv.hex()} under {names[identity]}: {len(parts)} parts, first {parts[0].label}"
               for (identity, iv), parts in uses.items() if len(parts) > 1]
     if not uses:
-        return _check("iv-reuse", SKIP, "no encrypted parts")
+        return SKIP, "no encrypted parts"
     if reused:
-        return _check("iv-reuse", FAIL if strict else WARN,
-                      f"{len(reused)} IVs used for more than one part under the same key", reused)
-    return _check("iv-reuse", PASS, f"{len(uses)} IVs, none used twice under one key")
+        return (FAIL if c.strict else WARN), f"{len(reused)} IVs used for more than one part under the same key", \
+            reused
+    return PASS, f"{plural(len(uses), 'IV')}, none used twice under one key"
 
 
-def _transport(playlist: MediaPlaylist, strict: bool) -> Check:
-    if not playlist.keys:
-        return _check("key-transport", SKIP, "no keys")
-    plain = [f"line {k.line}: {k.uri.split('?')[0]}" for k in playlist.keys if k.resolved_uri.startswith("http://")]
+def _transport(c: _Case) -> Verdict:
+    keys = c.playlist.keys
+    if not keys:
+        return SKIP, "no keys"
+    plain = [f"line {k.line}: {k.uri.split('?')[0]}" for k in keys if k.resolved_uri.startswith("http://")]
     if plain:
-        return _check("key-transport", FAIL if strict else WARN, f"{len(plain)} key URIs use plain http", plain)
-    return _check("key-transport", PASS, "no key URI uses plain http")
+        return (FAIL if c.strict else WARN), f"{plural(len(plain), 'key URI')} use plain http", plain
+    return PASS, "no key URI uses plain http"
 
 
-def _reference(reference: str | None, seen: _Observed) -> Check:
-    if reference is None:
-        return _check("reference", SKIP, "no --reference given")
+def _reference(c: _Case) -> Verdict:
+    seen = c.seen
+    if c.reference is None:
+        return SKIP, "no reference given"
     if seen.reference_diff:
-        return _check("reference", FAIL, "the decrypted stream differs from the reference", [seen.reference_diff])
+        return FAIL, "the decrypted stream differs from the reference", [seen.reference_diff]
     if not seen.reference_done:
-        return _check("reference", SKIP, "some parts could not be decrypted, so the stream cannot be compared")
-    return _check("reference", PASS, f"byte-identical to {reference}")
+        return SKIP, "some parts could not be decrypted, so the stream cannot be compared"
+    return PASS, f"byte-identical to {c.reference}"
+
+
+#: The checks, in the order reports list them (and the README documents).
+CHECKS: tuple[tuple[str, Callable[[_Case], Verdict]], ...] = (
+    ("coverage", _coverage),
+    ("segment-availability", _segment_availability),
+    ("ciphertext", _ciphertext),
+    ("decryption", _decryption),
+    ("key-availability", _key_availability),
+    ("key-rotation", _rotation),
+    ("key-reuse", _key_reuse),
+    ("iv-reuse", _iv_reuse),
+    ("key-transport", _transport),
+    ("reference", _reference),
+)

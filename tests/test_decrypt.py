@@ -12,7 +12,7 @@ import pytest
 from conftest import FIXTURES, MANIFEST, sha256
 from servers import StaticServer
 
-from hlsdecrypt import KeyChain, KeyUri, Fetcher, decrypt
+from hlsdecrypt import Fetcher, decrypt, key_chain
 
 
 def _id(entry: dict) -> str:
@@ -74,8 +74,8 @@ def test_output_to_stdout(capsysbinary):
 
 def test_python_api_reports_what_it_wrote(tmp_path):
     fetcher = Fetcher()
-    keys = KeyChain([KeyUri(fetcher)])
-    result = decrypt(str(FIXTURES / "fmp4/index.m3u8"), str(tmp_path / "out.mp4"), keys, fetcher=fetcher)
+    keys = key_chain(source="uri", fetcher=fetcher)
+    result = decrypt(str(FIXTURES / "fmp4/index.m3u8"), str(tmp_path / "out.mp4"), keys=keys, fetcher=fetcher)
     keys.close()
     assert (result.segments, len(result.playlist.parts)) == (3, 4)  # three segments and the init section
     assert result.bytes_written == (FIXTURES / "fmp4/clear.mp4").stat().st_size

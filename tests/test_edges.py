@@ -109,7 +109,7 @@ def test_an_existing_output_is_kept_unless_forced(run, tmp_path):
     out = tmp_path / "out.ts"
     out.write_bytes(b"last week's work")
     code, err = run("decrypt", IMPLICIT, "-o", out)
-    assert code == 7 and "exists (use --force to replace it)" in err
+    assert code == 7 and "exists (--force replaces it)" in err
     assert out.read_bytes() == b"last week's work"
     code, err = run("decrypt", IMPLICIT, "-o", out, "--force")
     assert code == 0, err

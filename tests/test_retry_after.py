@@ -17,7 +17,7 @@ from conftest import FIXTURES, sha256
 from fake_volc import AK, SK, FakeLiveApi
 from servers import StaticServer
 
-from hlsdecrypt import Fetcher, KeyChain, KeyUri, decrypt
+from hlsdecrypt import Fetcher, decrypt, key_chain
 from hlsdecrypt.api import ApiKeySource
 from hlsdecrypt.credentials import Credentials
 from hlsdecrypt.ratelimit import RateLimiter
@@ -117,10 +117,10 @@ class DatedRetryServer(StaticServer):
 def test_a_segment_is_fetched_again_at_the_date_the_server_names(fixtures, tmp_path, status):
     waits: list[float] = []
     fetcher = Fetcher(timeout=5, backoff=Backoff(attempts=3, cap=AN_HOUR, sleep=waits.append, rng=random.Random(0)))
-    keys = KeyChain([KeyUri(fetcher)])
+    keys = key_chain(source="uri", fetcher=fetcher)
     with DatedRetryServer(fixtures) as server:
         server.dated["/implicit_iv/seg2.ts"] = [(status, _in_an_hour())]
-        decrypt(f"{server.url}/implicit_iv/index.m3u8", str(tmp_path / "out.ts"), keys, fetcher=fetcher)
+        decrypt(f"{server.url}/implicit_iv/index.m3u8", str(tmp_path / "out.ts"), keys=keys, fetcher=fetcher)
     keys.close()
     assert sha256(tmp_path / "out.ts") == sha256(FIXTURES / "implicit_iv/clear.ts")
     assert server.hits["/implicit_iv/seg2.ts"] == 2

@@ -114,11 +114,9 @@ def test_progress_line_shows_parts_bytes_rate_and_eta():
 
 
 def test_given_keys_win_over_the_key_cache(tmp_path):
-    from hlsdecrypt.cli import build_parser, make_fetcher, make_key_chain
+    from hlsdecrypt.keys import key_chain
 
-    args = build_parser().parse_args(["decrypt", "s.m3u8", "-o", "o", "--key", "00" * 16, "--keys", str(tmp_path / "k"),
-                                      "--key-cache", str(tmp_path / "c"), "--key-source", "uri"])
     (tmp_path / "k").write_text("{}")
-    chain = make_key_chain(args, make_fetcher(args))
-    assert [s.name.split()[0] for s in chain.sources] == ["--key", "--keys", "--key-cache", "key"]
-    chain.close()
+    with key_chain(key="00" * 16, keys_file=str(tmp_path / "k"), cache=str(tmp_path / "c"), source="uri") as chain:
+        assert [s.name for s in chain.sources] == ["the given key", f"keys file {tmp_path / 'k'}",
+                                                   f"key cache {tmp_path / 'c'}", "key URI"]
