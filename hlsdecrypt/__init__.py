@@ -26,13 +26,13 @@ __version__ = "0.1.0"
 
 _HOMES = {
     # what to do
-    "decrypt": "pipeline", "verify": "verify", "encrypt": "encrypt", "list_keys": "inventory",
+    "decrypt": "pipeline", "verify": "verification", "encrypt": "encryption", "list_keys": "inventory",
     "export_keys": "inventory", "key_chain": "keys",
     # what to do it with
     "KeyChain": "keys", "Fetcher": "fetch", "Credentials": "credentials", "DataKey": "crypto",
     # what comes back
-    "DecryptResult": "pipeline", "Report": "verify", "Check": "verify", "PartOutcome": "verify",
-    "EncryptResult": "encrypt", "KeyListing": "inventory", "KeyUse": "inventory",
+    "DecryptResult": "pipeline", "Report": "verification", "Check": "verification", "PartOutcome": "verification",
+    "EncryptResult": "encryption", "KeyListing": "inventory", "KeyUse": "inventory",
     "write_json": "report", "write_junit": "report", "write_html": "html_report",
     # what can go wrong
     "HlsDecryptError": "errors", "UsageError": "errors", "InputError": "errors", "UnsupportedEncryption": "errors",

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from . import __version__, stop
 from .api import DEFAULT_ENDPOINT, DEFAULT_REGION
-from .encrypt import DEFAULT_KEY_URI, IV_MODES, encrypt
+from .encryption import DEFAULT_KEY_URI, IV_MODES, encrypt
 from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, OutputExists, SegmentError, UsageError,
                      VerificationFailed, plural)
 from .fetch import DEADLINE, Fetcher
@@ -26,7 +26,7 @@ from .pipeline import HTTP_JOBS, DecryptResult, decrypt
 from .progress import Progress
 from .report import write_json, write_junit, write_table
 from .uris import stream_name
-from .verify import Report, verify
+from .verification import Report, verify
 
 log = logging.getLogger("hlsdecrypt")
 SOURCE_HELP = "M3U8 playlist: a local path or an http(s) URL"

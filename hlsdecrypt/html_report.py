@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .report import Target, stream_names, write_output
-from .verify import CLEAR, FAIL, FAILED, PartOutcome, Report
+from .verification import CLEAR, FAIL, FAILED, PartOutcome, Report
 
 #: Key colours, by a key's order of first use; consecutive keys never share one. No red, amber
 #: or grey: those mean failed, IV reuse and clear.

@@ -15,7 +15,7 @@ from typing import BinaryIO, Sequence, TextIO, Union
 
 from .errors import UsageError, plural
 from .uris import stream_name
-from .verify import FAIL, PASS, SKIP, WARN, Report
+from .verification import FAIL, PASS, SKIP, WARN, Report
 
 #: Where a report goes: a path, "-" for stdout, or an open binary or text file.
 Target = Union[str, "os.PathLike[str]", BinaryIO, TextIO]

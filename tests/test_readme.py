@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,3 +30,12 @@ def test_ci_runs_the_readme_test_command():
     test_command = COMMANDS[1]
     assert "pytest" in test_command
     assert test_command in (ROOT / ".ci/run").read_text().splitlines()
+
+
+def test_the_python_api_examples_run():
+    section = README[README.index("## Python API"):README.index("## Benchmarks")]
+    examples = re.findall(r"```python\n(.*?)\n```", section, re.S)
+    assert len(examples) == 3
+    for example in examples:
+        done = subprocess.run([sys.executable, "-c", example], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

@@ -24,7 +24,7 @@ from hlsdecrypt.cli import main
 from hlsdecrypt.html_report import CLEAR_COLOUR, FAILED_COLOUR, IV_REUSE_COLOUR, KEY_COLOURS, render_html, write_html
 from hlsdecrypt.keys import KeyChain, KeyFile
 from hlsdecrypt.report import stream_name, write_json, write_junit
-from hlsdecrypt.verify import CHECKS, Report, verify
+from hlsdecrypt.verification import CHECKS, Report, verify
 
 SCHEMA = json.loads(resources.files("hlsdecrypt").joinpath("verify-report.schema.json").read_text())
 LIVE = FIXTURES / "live_rotation"

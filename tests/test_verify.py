@@ -15,7 +15,7 @@ import pytest
 
 from conftest import FIXTURES, sha256
 
-from hlsdecrypt.verify import CHECKS
+from hlsdecrypt.verification import CHECKS
 
 CLEAR = FIXTURES / "clear"
 SCHEMA = json.loads(resources.files("hlsdecrypt").joinpath("verify-report.schema.json").read_text())
