@@ -18,9 +18,10 @@ from .api import DEFAULT_ENDPOINT, DEFAULT_REGION, ApiKeySource, endpoint_from_e
 from .credentials import find_credentials
 from .crypto import DataKey
 from .encrypt import DEFAULT_KEY_URI, IV_MODES, encrypt
-from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, SegmentError, UsageError,
+from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, KeyStoreError, SegmentError, UsageError,
                      VerificationFailed, plural)
 from .fetch import DEADLINE, Fetcher
+from .fleet import KEY_STORE_ENV, open_store
 from .html_report import write_html
 from .keys import KeyChain, KeyFile, KeySource, KeyUri, NoCredentials, StaticKey
 from .keystore import KeyCache, write_keys
@@ -30,6 +31,7 @@ from .playlist import MediaPlaylist, is_url
 from .progress import Progress
 from .report import write_json, write_junit, write_table
 from .retry import Backoff
+from .shard import Shard
 from .verify import verify
 
 log = logging.getLogger("hlsdecrypt")
@@ -45,6 +47,9 @@ def _key_options() -> argparse.ArgumentParser:
                    help="query parameter of the key URI that holds the KeyID (default: key_id, KeyID, kid)")
     g.add_argument("--key-cache", metavar="FILE",
                    help="keep keys fetched by KeyID in FILE (created 0600) and reuse them on later runs")
+    g.add_argument("--key-store", metavar="URL",
+                   help="many machines: keep keys, and the API's rate limit, in Redis (redis:// or rediss://, "
+                        f"default ${KEY_STORE_ENV}); keys sealed under $HLSDECRYPT_KEY_STORE_SECRET when set")
     g.add_argument("--key-source", choices=("auto", "api", "uri", "none"), default="auto",
                    help="after --key, --keys and --key-cache: auto = the API for KeyIDs when credentials "
                         "are configured, then the key URI; api = the API only; uri = the key URI only; "
@@ -95,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", help="output file, or - for stdout; or a folder to write into, "
                                           "named after each source")
     d.add_argument("--batch", metavar="FILE", help="decrypt many streams: one 'SOURCE OUTPUT' per line")
+    d.add_argument("--shard", metavar="I/N", help="take only the I-th of N shares of the streams (I from 1): "
+                                                 "entries I, I+N, I+2N, ... in order")
     d.add_argument("--resume", action="store_true",
                    help="keep a journal beside the partial output, and continue an interrupted run from it")
     d.add_argument("--skip-missing", action="store_true",
@@ -160,6 +167,10 @@ def make_key_chain(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_fai
     cache = KeyCache(args.key_cache) if args.key_cache else None
     if cache:
         sources.append(cache)
+    key_store = args.key_store or os.environ.get(KEY_STORE_ENV)
+    fleet = open_store(key_store) if key_store else None
+    if fleet:
+        sources.append(fleet.store)
     credentials = find_credentials(args.credentials) if args.key_source in ("auto", "api") else None
     if args.key_source == "api" and credentials is None:
         raise UsageError("--key-source api needs access keys: set VOLC_ACCESSKEY and VOLC_SECRETKEY, "
@@ -170,13 +181,14 @@ def make_key_chain(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_fai
         endpoint = (args.api_endpoint or endpoint_from_env()).rstrip("/")
         if not is_url(endpoint) or "[" in endpoint:
             raise UsageError(f"--api-endpoint {endpoint}: want an http(s) URL such as {DEFAULT_ENDPOINT}")
+        limiter = fleet.limiter(args.api_rate, credentials.access_key, endpoint, args.timeout) if fleet else None
         sources.append(ApiKeySource(credentials, endpoint=endpoint, region=args.region or region_for(endpoint),
-                                    rate=args.api_rate, timeout=args.timeout))
+                                    rate=args.api_rate, timeout=args.timeout, limiter=limiter))
     elif args.key_source == "auto":
         sources.append(NoCredentials())  # so that a KeyID's failure says why the API was not asked
     if args.key_source in ("auto", "uri"):
         sources.append(KeyUri(fetcher))
-    chain = KeyChain(sources, cache=cache, stop_after_failure=stop_after_failure)
+    chain = KeyChain(sources, cache=fleet.keep_in(cache) if fleet else cache, stop_after_failure=stop_after_failure)
     log.debug("key sources, in order: %s", ", ".join(_describe(s) for s in chain.sources) or "none")
     return chain
 
@@ -233,6 +245,8 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[_Job]:
     else:
         raise UsageError(f"-o {args.output}: with several sources, -o names an existing folder")
     _refuse_shared_outputs(jobs)
+    if args.shard:  # after the check above, so that every machine refuses the same list
+        jobs = Shard.parse(args.shard).take(jobs)
     return jobs
 
 
@@ -313,6 +327,8 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[_Job], keys: KeyChain, f
                                       media_check=not args.no_media_check, resume=args.resume,
                                       skip_missing=args.skip_missing, force=args.force,
                                       inputs=[job.source, *_inputs(args)])
+        except KeyStoreError:
+            raise  # the whole fleet's store and limit: going on alone would break the account's limit
         except HlsDecryptError as exc:
             log.error("[%d/%d] FAILED %s: %s", n, total, job.source, exc)
             failures.append((job.source, exc.exit_code))
