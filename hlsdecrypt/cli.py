@@ -51,7 +51,7 @@ def _key_options() -> argparse.ArgumentParser:
                    help="many machines: keep keys, and the API's rate limit, in Redis (redis:// or rediss://, "
                         f"default ${KEY_STORE_ENV}); keys sealed under $HLSDECRYPT_KEY_STORE_SECRET when set")
     g.add_argument("--key-source", choices=("auto", "api", "uri", "none"), default="auto",
-                   help="after --key, --keys and --key-cache: auto = the API for KeyIDs when credentials "
+                   help="after --key, --keys, --key-cache and --key-store: auto = the API for KeyIDs when credentials "
                         "are configured, then the key URI; api = the API only; uri = the key URI only; "
                         "none = neither")
     a = p.add_argument_group("the live service's key API (GetHLSEncryptDataKey)")

@@ -28,7 +28,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import stop
 from .crypto import DataKey, seal, unseal
@@ -86,7 +86,8 @@ class Connection:
             from redis.retry import Retry
         except ImportError:
             raise UsageError("--key-store needs redis-py: pip install 'hlsdecrypt[redis]'") from None
-        self._password = urlsplit(url).password or ""
+        password = urlsplit(url).password or ""
+        self._secrets = [text for text in (password, unquote(password)) if text]
         self._failures: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         try:
             self.client: Any = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
@@ -108,7 +109,9 @@ class Connection:
 
     def _reason(self, exc: BaseException) -> str:
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return text.replace(self._password, "***") if self._password else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
 
 class _Seal:
@@ -208,7 +211,7 @@ class RedisKeyStore:
     def _check_marker(self) -> None:
         """The first machine marks the store sealed (under its secret) or not; the others must agree."""
         ours = self._seal.seal(_MARKER_TEXT, MARKER.encode()) if self._seal else b"plain"
-        with self._connection.errors("cannot use Redis"):
+        with self._connection.errors("checking the store"):
             self._connection.client.set(MARKER, ours, nx=True)
             theirs = self._connection.client.get(MARKER) or ours
         sealed_there = theirs.startswith(b"sealed:")
@@ -261,7 +264,7 @@ def open_store(url: str, *, secret: str | None = None) -> Fleet:
     reached, or a secret that differs from the fleet's, ends the run before any work.
     ``secret``: default ``$HLSDECRYPT_KEY_STORE_SECRET`` (empty: keys are not sealed)."""
     connection = Connection(url)
-    with connection.errors("cannot reach Redis"):
+    with connection.errors("connecting"):
         connection.client.ping()
     store = RedisKeyStore(connection, secret if secret is not None else os.environ.get(SECRET_ENV))
     log.debug("key store and rate limit shared through %s (keys %s)", connection.name,
