@@ -38,6 +38,7 @@ _HOMES = {
     "HlsDecryptError": "errors", "UsageError": "errors", "InputError": "errors", "UnsupportedEncryption": "errors",
     "KeyUnavailable": "errors", "ApiError": "errors", "SegmentError": "errors", "FetchError": "errors",
     "DecryptError": "errors", "VerificationFailed": "errors", "OutputError": "errors", "OutputExists": "errors",
+    "KeyStoreError": "errors",
 }
 
 __all__ = sorted(_HOMES)

@@ -15,9 +15,10 @@ from typing import Sequence
 from . import __version__, stop
 from .api import DEFAULT_ENDPOINT, DEFAULT_REGION
 from .encryption import DEFAULT_KEY_URI, IV_MODES, encrypt
-from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, OutputExists, SegmentError, UsageError,
-                     VerificationFailed, plural)
+from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, KeyStoreError, OutputExists,
+                     SegmentError, UsageError, VerificationFailed, plural)
 from .fetch import DEADLINE, Fetcher
+from .fleet import KEY_STORE_ENV
 from .html_report import write_html
 from .inventory import export_keys, list_keys
 from .keys import KEY_SOURCES, KeyChain, key_chain
@@ -25,6 +26,7 @@ from .output import check_folder
 from .pipeline import HTTP_JOBS, DecryptResult, decrypt
 from .progress import Progress
 from .report import write_json, write_junit, write_table
+from .shard import Shard
 from .uris import stream_name
 from .verification import Report, verify
 
@@ -55,8 +57,11 @@ def _key_options() -> argparse.ArgumentParser:
                         "in any case)")
     g.add_argument("--key-cache", metavar="FILE",
                    help="keep keys fetched by KeyID in FILE (created 0600) and reuse them on later runs")
+    g.add_argument("--key-store", metavar="URL",
+                   help="many machines: keep keys, and the API's rate limit, in Redis (redis:// or rediss://, "
+                        f"default ${KEY_STORE_ENV}); keys sealed under $HLSDECRYPT_KEY_STORE_SECRET when set")
     g.add_argument("--key-source", choices=KEY_SOURCES, default="auto",
-                   help="after --key, --keys and --key-cache: auto = the API for KeyIDs when credentials "
+                   help="after --key, --keys, --key-cache and --key-store: auto = the API for KeyIDs when credentials "
                         "are configured, then the key URI; api = the API only; uri = the key URI only; "
                         "none = neither")
     a = p.add_argument_group("the live service's key API (GetHLSEncryptDataKey)")
@@ -118,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", help="output file, or - for stdout; or a folder to write into, "
                                           "named after each source")
     d.add_argument("--batch", metavar="FILE", help="decrypt many streams: one 'SOURCE OUTPUT' per line")
+    d.add_argument("--shard", metavar="I/N", help="take only the I-th of N shares of the streams (I from 1): "
+                                                 "entries I, I+N, I+2N, ... in order")
     d.add_argument("--resume", action="store_true",
                    help="keep a journal beside the partial output, and continue an interrupted run from it")
     d.add_argument("--skip-missing", action="store_true",
@@ -179,7 +186,8 @@ def _fetcher(args: argparse.Namespace) -> Fetcher:
 
 
 def _keys(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_failure: bool = True) -> KeyChain:
-    return key_chain(key=args.key, keys_file=args.keys, cache=args.key_cache, source=args.key_source,
+    return key_chain(key=args.key, keys_file=args.keys, cache=args.key_cache,
+                     store=args.key_store or os.environ.get(KEY_STORE_ENV), source=args.key_source,
                      credentials=args.credentials, endpoint=args.api_endpoint, region=args.region,
                      rate=args.api_rate, timeout=args.timeout, fetcher=fetcher,
                      stop_after_failure=stop_after_failure)
@@ -233,6 +241,8 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
     else:
         jobs = [(source, args.output) for source in args.sources]
     _refuse_shared_outputs(jobs)
+    if args.shard:  # after the check above, so that every machine refuses the same list
+        jobs = Shard.parse(args.shard).take(jobs)
     return jobs
 
 
@@ -290,6 +300,8 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
             log.info("[%d/%d] skipped %s: %s", n, total, source, exc.message.replace(" (force=True replaces it)", ""))
             skipped += 1
             continue
+        except KeyStoreError:
+            raise  # the whole fleet's store and limit: going on alone would break the account's limit
         except HlsDecryptError as exc:
             log.error("[%d/%d] FAILED %s: %s", n, total, source, _said(exc))
             failures.append((source, exc.exit_code))

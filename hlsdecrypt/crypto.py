@@ -1,4 +1,4 @@
-"""AES-128 keys and CBC decryption: the only module that imports the cipher.
+"""AES-128 keys and CBC decryption, and sealing keys at rest: the only module that imports the cipher.
 
 CBC decryption is parallel (P_i = D_K(C_i) XOR C_{i-1}), so it runs as one ECB pass over a
 chunk followed by one XOR with the ciphertext shifted by a block. Both steps run at memory
@@ -8,6 +8,7 @@ speed in pycryptodome, about ten times faster than its block-by-block ``MODE_CBC
 from __future__ import annotations
 
 import hashlib
+import secrets
 
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad
@@ -101,3 +102,29 @@ def decrypt_cbc(data: Buffer, key: DataKey, iv: bytes, out: memoryview | None = 
 def encrypt_cbc(data: bytes, key: DataKey, iv: bytes) -> bytes:
     """AES-128-CBC with PKCS#7 padding, as HLS encrypts a segment."""
     return AES.new(key.reveal(), AES.MODE_CBC, iv=iv).encrypt(pad(data, BLOCK))
+
+
+NONCE = 12
+TAG = 16
+
+
+def seal(data: bytes, sealing_key: bytes, context: bytes) -> bytes:
+    """AES-GCM: nonce, ciphertext and tag in one string. ``context`` (what the value is stored
+    under) is authenticated but not stored, so a sealed value copied under another name does not open."""
+    nonce = secrets.token_bytes(NONCE)
+    cipher = AES.new(sealing_key, AES.MODE_GCM, nonce=nonce)
+    cipher.update(context)
+    body, tag = cipher.encrypt_and_digest(data)
+    return nonce + body + tag
+
+
+def unseal(sealed: bytes, sealing_key: bytes, context: bytes) -> bytes | None:
+    """What ``seal`` sealed; None when the sealing key or the context differ, or the value was altered."""
+    if len(sealed) < NONCE + TAG:
+        return None
+    cipher = AES.new(sealing_key, AES.MODE_GCM, nonce=sealed[:NONCE])
+    cipher.update(context)
+    try:
+        return cipher.decrypt_and_verify(sealed[NONCE:-TAG], sealed[-TAG:])
+    except ValueError:
+        return None

@@ -6,6 +6,7 @@
     │   └── UnsupportedEncryption          (SAMPLE-AES, unknown methods)
     ├── KeyUnavailable             exit 4: no key for a segment
     │   └── ApiError                       (GetHLSEncryptDataKey answered with an error)
+    ├── KeyStoreError              exit 4: the fleet's shared key store (Redis) cannot be used; ends the run
     ├── SegmentError               exit 5: a segment could not be fetched or decrypted
     │   ├── FetchError
     │   └── DecryptError
@@ -64,6 +65,17 @@ class ApiError(KeyUnavailable):
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class KeyStoreError(HlsDecryptError):
+    """The shared key store and rate limit (``--key-store``) cannot be reached or used.
+
+    Not a KeyUnavailable, which tells the key chain to ask the next source: a run that went on
+    without the shared store would break the account's limit together with the fleet, so this
+    one ends the run, batch or not.
+    """
+
+    exit_code = 4
 
 
 class SegmentError(HlsDecryptError):

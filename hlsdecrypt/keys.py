@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterable, Protocol
+from typing import TYPE_CHECKING, Iterable, Protocol
 from urllib.parse import unquote_to_bytes
 
 from .api import DEFAULT_ENDPOINT, ApiKeySource, endpoint_from_env, region_for
@@ -25,6 +25,9 @@ from .fetch import MAX_KEY_FILE, Fetcher
 from .keystore import KeyCache, read_keys
 from .playlist import KeyRef, Part
 from .uris import is_url
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -224,11 +227,12 @@ KEY_SOURCES = ("auto", "api", "uri", "none")
 
 
 def key_chain(*, key: str | DataKey | None = None, keys_file: str | None = None, cache: str | None = None,
-              source: str = "auto", credentials: str | Credentials | None = None, endpoint: str | None = None,
-              region: str | None = None, rate: float = 1.0, timeout: float = 10.0, fetcher: Fetcher | None = None,
-              stop_after_failure: bool = True) -> KeyChain:
+              store: str | None = None, source: str = "auto", credentials: str | Credentials | None = None,
+              endpoint: str | None = None, region: str | None = None, rate: float = 1.0, timeout: float = 10.0,
+              fetcher: Fetcher | None = None, stop_after_failure: bool = True) -> KeyChain:
     """The key sources in their documented order: ``key`` (32 hex digits), ``keys_file`` (JSON of
-    KeyID or key URI -> hex), ``cache`` (a key cache file), then by ``source``:
+    KeyID or key URI -> hex), ``cache`` (a key cache file), ``store`` (a fleet's Redis, by URL:
+    its keys, and the account's rate limit for every machine), then by ``source``:
 
     - ``auto``: the live service's API for KeyIDs when access keys are configured (``credentials``:
       a file, a Credentials, or found where the official SDK's users keep them), then the key URI;
@@ -247,6 +251,12 @@ def key_chain(*, key: str | DataKey | None = None, keys_file: str | None = None,
     key_cache = KeyCache(cache) if cache else None
     if key_cache:
         sources.append(key_cache)
+    fleet = None
+    if store:
+        from .fleet import open_store  # redis-py only for those who use it
+
+        fleet = open_store(store)
+        sources.append(fleet.store)
     found = None
     if source in ("auto", "api"):
         found = credentials if isinstance(credentials, Credentials) else find_credentials(credentials)
@@ -254,12 +264,13 @@ def key_chain(*, key: str | DataKey | None = None, keys_file: str | None = None,
             raise UsageError("source 'api' needs access keys: set VOLC_ACCESSKEY and VOLC_SECRETKEY, "
                              "or give credentials FILE", option="credentials")
     if found:
-        sources.append(_api_source(found, endpoint, region, rate, timeout))
+        sources.append(_api_source(found, endpoint, region, rate, timeout, fleet))
     elif source == "auto":
         sources.append(NoCredentials())  # so that a KeyID's failure says why the API was not asked
     if source in ("auto", "uri"):
         sources.append(KeyUri(fetcher or Fetcher()))
-    chain = KeyChain(sources, cache=key_cache, stop_after_failure=stop_after_failure)
+    chain = KeyChain(sources, cache=fleet.keep_in(key_cache) if fleet else key_cache,
+                     stop_after_failure=stop_after_failure)
     log.debug("key sources, in order: %s", chain.describe())
     return chain
 
@@ -272,14 +283,16 @@ def _hex_key(text: str) -> DataKey:
 
 
 def _api_source(credentials: Credentials, endpoint: str | None, region: str | None, rate: float,
-                timeout: float) -> ApiKeySource:
+                timeout: float, fleet: Fleet | None) -> ApiKeySource:
     if rate <= 0:
         raise UsageError("rate must be positive", option="rate")
     endpoint = (endpoint or endpoint_from_env()).rstrip("/")
     if not is_url(endpoint) or "[" in endpoint:
         raise UsageError(f"endpoint {endpoint}: want an http(s) URL such as {DEFAULT_ENDPOINT}", option="endpoint")
+    # with a fleet's store, one limit for every machine of the account, not one per machine
+    limiter = fleet.limiter(rate, credentials.access_key, endpoint, timeout) if fleet else None
     return ApiKeySource(credentials, endpoint=endpoint, region=region or region_for(endpoint), rate=rate,
-                        timeout=timeout)
+                        timeout=timeout, limiter=limiter)
 
 
 def _summarise(parts: list[Part]) -> str:

@@ -42,3 +42,10 @@ def run(capsys):
         return code, capsys.readouterr().err
 
     return _run
+
+
+@pytest.fixture(autouse=True)
+def no_shared_key_store(monkeypatch):
+    """A developer's own HLSDECRYPT_KEY_STORE must not join the tests to a real fleet's Redis."""
+    monkeypatch.delenv("HLSDECRYPT_KEY_STORE", raising=False)
+    monkeypatch.delenv("HLSDECRYPT_KEY_STORE_SECRET", raising=False)
