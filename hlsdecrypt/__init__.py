@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 
 _HOMES = {
     # what to do
-    "decrypt": "pipeline", "verify": "verification", "encrypt": "encryption", "list_keys": "inventory",
+    "decrypt": "pipeline", "verify": "verification", "verify_all": "verification", "encrypt": "encryption", "list_keys": "inventory",
     "export_keys": "inventory", "key_chain": "keys",
     # what to do it with
     "KeyChain": "keys", "Fetcher": "fetch", "Credentials": "credentials", "DataKey": "crypto",

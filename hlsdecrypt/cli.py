@@ -28,7 +28,7 @@ from .progress import Progress
 from .report import write_json, write_junit, write_table
 from .shard import Shard
 from .uris import stream_name
-from .verification import Report, verify
+from .verification import Report, verify, verify_all
 
 log = logging.getLogger("hlsdecrypt")
 SOURCE_HELP = "M3U8 playlist: a local path or an http(s) URL"
@@ -44,7 +44,7 @@ FLAGS = {"key": "--key", "keys_file": "--keys", "cache": "--key-cache", "source"
          "expect_rotation": "--expect-rotation", "reference": "--reference", "iv": "--iv", "rotate": "--rotate",
          "ca_bundle": "--ca-bundle", "jobs": "--jobs", "retries": "--retries", "timeout": "--timeout",
          "deadline": "--deadline", "variant": "--variant", "output": "-o", "json": "--json", "junit": "--junit",
-         "html": "--html", "export": "--export"}
+         "html": "--html", "export": "--export", "renditions": "--audio", "remux": "--remux"}
 
 
 def _key_options() -> argparse.ArgumentParser:
@@ -78,10 +78,15 @@ def _key_options() -> argparse.ArgumentParser:
     return p
 
 
-def _fetch_options(*, jobs: bool = True, media_check: bool = False) -> argparse.ArgumentParser:
+def _fetch_options(*, jobs: bool = True, media_check: bool = False, every_variant: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("fetching")
-    g.add_argument("--variant", default="best", help="master playlists: best, worst or an index from 0 (default best)")
+    if every_variant:
+        g.add_argument("--variant", default=None, help="master playlists: check only this variant: best, worst or an "
+                                                        "index from 0 (default: every variant and rendition)")
+    else:
+        g.add_argument("--variant", default="best",
+                       help="master playlists: best, worst or an index from 0 (default best)")
     if jobs:
         g.add_argument("--jobs", type=int, default=None, metavar="N",
                        help="segments fetched at once (default 6 over http(s), 1 for local files)")
@@ -131,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write what can be fetched, list the segments that could not, and exit 5")
     d.add_argument("--force", action="store_true",
                    help="replace an existing output file (a batch otherwise skips streams whose output exists)")
+    d.add_argument("--audio", metavar="NAME|all|none", default="all",
+                   help="master playlists: the chosen variant's audio and subtitle renditions to write too, each "
+                        "beside the output (film.audio-English.ts): all (default), none, or one NAME or LANGUAGE")
+    d.add_argument("--remux", choices=("mp4", "mkv"),
+                   help="after the byte-exact decrypt, stream-copy video and renditions into OUTPUT, one playable "
+                        "file (PyAV: pip install 'hlsdecrypt[remux]', else ffmpeg on PATH)")
+    d.add_argument("--keep-ts", action="store_true", help="with --remux: keep the byte-exact .ts files beside it")
     d.set_defaults(run=_run_decrypt)
     k = sub.add_parser("keys", parents=[common, _fetch_options(jobs=False), _key_options()],
                        help="list a stream's keys (KeyIDs) and export them",
@@ -139,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     k.add_argument("--export", metavar="FILE", help="fetch every key and write them to FILE (created 0600)")
     k.set_defaults(run=_run_keys)
-    v = sub.add_parser("verify", parents=[common, _fetch_options(), _key_options()],
+    v = sub.add_parser("verify", parents=[common, _fetch_options(every_variant=True), _key_options()],
                        help="check, with evidence, that streams are encrypted as they should be",
                        description="Check the encryption of one or more streams: coverage, ciphertext, decryption, "
                                    "keys, IVs, and optionally a clear reference. Exit 0 when no check fails, "
@@ -238,6 +250,8 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
         raise UsageError("decrypt needs -o OUTPUT")
     elif len(args.sources) > 1 and not os.path.isdir(args.output):
         raise UsageError(f"-o {args.output}: with several sources, -o names an existing folder")
+    elif args.keep_ts and not args.remux:
+        raise UsageError("--keep-ts keeps the .ts files that --remux would remove: give --remux too")
     else:
         jobs = [(source, args.output) for source in args.sources]
     _refuse_shared_outputs(jobs)
@@ -265,7 +279,8 @@ def _decrypt(args: argparse.Namespace, source: str, output: str, keys: KeyChain,
              progress: Progress | None = None) -> DecryptResult:
     return decrypt(source, output, keys=keys, fetcher=fetcher, variant=args.variant, key_id_param=args.key_id_param,
                    jobs=args.jobs, media_check=not args.no_media_check, resume=args.resume,
-                   skip_missing=args.skip_missing, force=args.force, inputs=_inputs(args), progress=progress)
+                   skip_missing=args.skip_missing, force=args.force, inputs=_inputs(args), progress=progress,
+                   renditions=args.audio, remux=args.remux, keep_ts=args.keep_ts)
 
 
 def _decrypt_one(args: argparse.Namespace, source: str, output: str, keys: KeyChain, fetcher: Fetcher) -> int:
@@ -273,12 +288,21 @@ def _decrypt_one(args: argparse.Namespace, source: str, output: str, keys: KeyCh
     result = _decrypt(args, source, output, keys, fetcher, Progress() if show else None)
     where = "stdout" if result.output == "-" else result.output
     gaps = f" (skipped {plural(result.gaps, 'EXT-X-GAP segment')})" if result.gaps else ""
+    kept = where if not result.remuxed or args.keep_ts else "a temporary file"
     log.info("wrote %s%s, %s, %s to %s", plural(result.written_segments, "segment"), gaps,
-             _megabytes(result.bytes_written), plural(result.keys, "key"), where)
-    if result.missing:
-        log.error("error: %d of %s are missing from %s:", len(result.missing), plural(result.segments, "segment"),
+             _megabytes(result.bytes_written), plural(result.keys, "key"), kept)
+    for rendition in result.renditions:
+        log.info("wrote the %s rendition: %s, %s, to %s", rendition.label, plural(rendition.written_segments, "segment"),
+                 _megabytes(rendition.bytes_written), rendition.output if args.keep_ts or not result.remuxed
+                 else "a temporary file")
+    if result.remuxed:
+        log.info("remuxed %s into %s", " and ".join(["the video", *(r.label for r in result.renditions)]),
+                 result.remuxed)
+    result_missing = [*result.missing, *(m for r in result.renditions for m in r.missing)]
+    if result_missing:
+        log.error("error: %d of %s are missing from %s:", len(result_missing), plural(result.segments, "segment"),
                   where)
-        for gap in result.missing:
+        for gap in result_missing:
             log.error("  %s", gap)
         return SegmentError.exit_code
     return 0
@@ -358,26 +382,32 @@ def _run_verify(args: argparse.Namespace) -> int:
         for source in sources:
             keys.next_stream()
             try:
-                report = verify(source, keys=keys, fetcher=fetcher, variant=args.variant,
-                                key_id_param=args.key_id_param, reference=args.reference,
-                                expect_rotation=args.expect_rotation, strict=args.strict, jobs=args.jobs)
+                if args.variant or args.reference:  # one media playlist
+                    found = [verify(source, keys=keys, fetcher=fetcher, variant=args.variant or "best",
+                                    key_id_param=args.key_id_param, reference=args.reference,
+                                    expect_rotation=args.expect_rotation, strict=args.strict, jobs=args.jobs)]
+                else:  # of a master, every variant and rendition
+                    found = verify_all(source, keys=keys, fetcher=fetcher, key_id_param=args.key_id_param,
+                                       expect_rotation=args.expect_rotation, strict=args.strict, jobs=args.jobs)
             except HlsDecryptError as exc:
                 if len(sources) == 1:
                     raise
                 log.error("%s: %s", source, _said(exc))
                 errors.append((source, exc))
                 continue
-            done.append(report)
-            if not args.quiet or report.failed:
-                write_table(report, table, failures_only=args.quiet)
-    several = len(sources) > 1
+            for report in found:
+                done.append(report)
+                if not args.quiet or report.failed:
+                    write_table(report, table, failures_only=args.quiet)
+    several = len(done) > 1 or len(sources) > 1
     for target, write in ((args.json, write_json), (args.junit, write_junit), (args.html, write_html)):
         if target:
             write(done if several else done[0], target)
-    failed = [r.source for r in done if r.failed]
+    failed = [f"{r.source} ({r.label})" if r.label else r.source for r in done if r.failed]
     if several:
+        what = plural(len(done) + len(errors), "media playlist" if len(sources) == 1 else "report")
         log.log(logging.ERROR if failed or errors else logging.INFO, "%s: %d passed, %d failed%s",
-                plural(len(sources), "stream"), len(done) - len(failed), len(failed) + len(errors),
+                what, len(done) - len(failed), len(failed) + len(errors),
                 f" ({', '.join(failed + [s for s, _ in errors])})" if failed or errors else "")
     if failed:
         return VerificationFailed.exit_code
@@ -415,8 +445,7 @@ def _said(exc: HlsDecryptError) -> str:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    stop.request_stop()  # worker threads blocked on a server or a wait end now, not when it answers
-    raise KeyboardInterrupt
+    stop.interrupt()  # worker threads blocked on a server or a wait end now, not when it answers
 
 
 def main(argv: Sequence[str] | None = None) -> int:

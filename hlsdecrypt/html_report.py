@@ -17,7 +17,7 @@ from html import escape
 from typing import Callable, Sequence
 
 from . import __version__
-from .report import Target, stream_names, write_output
+from .report import Target, report_names, write_output
 from .verification import CLEAR, FAIL, FAILED, PartOutcome, Report
 
 #: Key colours, by a key's order of first use; consecutive keys never share one. No red, amber
@@ -71,7 +71,7 @@ def key_runs(timeline: Sequence[PartOutcome]) -> list[Run]:
 
 def render_html(reports: Report | Sequence[Report]) -> str:
     listed = [reports] if isinstance(reports, Report) else list(reports)
-    names = stream_names([r.source for r in listed])
+    names = report_names(listed)
     failed = sum(r.failed for r in listed)
     title = f"{names[0]}: {'FAIL' if failed else 'PASS'}" if len(listed) == 1 else \
         f"{len(listed)} streams, {failed} failing"

@@ -1,4 +1,8 @@
-"""What keys a stream needs: each distinct key with the parts that use it, and exporting them."""
+"""What keys a stream needs: each distinct key with the parts that use it, and exporting them.
+
+Of a master playlist, the stream is the chosen variant and the renditions it plays with, as
+``decrypt`` writes them: their keys are what a decrypt of it needs.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from .fetch import Fetcher
 from .keys import KeyChain, key_chain
 from .keystore import write_keys
 from .output import check_folder
-from .pipeline import load_media_playlist
+from .pipeline import load_rendition, load_stream
 from .playlist import KeyRef, MediaPlaylist
 
 
@@ -45,16 +49,38 @@ class KeyListing:
 def list_keys(source: str, *, fetcher: Fetcher | None = None, variant: str = "best",
               key_id_param: str | None = None) -> KeyListing:
     """The distinct keys of the stream at ``source``, in order of first use (one pass: linear)."""
-    playlist, _ = load_media_playlist(source, fetcher or Fetcher(), variant=variant, key_id_param=key_id_param)
-    return _listing(source, playlist)
+    return _listing(source, *_playlists(source, fetcher or Fetcher(), variant, key_id_param))
 
 
-def _listing(source: str, playlist: MediaPlaylist) -> KeyListing:
-    users = Counter(p.key.identity for p in playlist.parts if p.key and not p.gap)
-    uses = tuple(KeyUse(ref.key_id or ref.shown_uri, "KeyID" if ref.key_id else "inline" if ref.inline else "key URI",
-                        users[ref.identity], ref.line, ref) for ref in playlist.keys)
-    clear = sum(1 for p in playlist.parts if p.key is None and not p.gap)
-    return KeyListing(source, playlist, uses, sum(users.values()), clear)
+def _playlists(source: str, fetcher: Fetcher, variant: str, key_id_param: str | None) -> list[MediaPlaylist]:
+    stream = load_stream(source, fetcher, variant=variant, key_id_param=key_id_param)
+    return [stream.playlist, *(load_rendition(r, fetcher, key_id_param=key_id_param) for r in stream.renditions)]
+
+
+def _listing(source: str, *playlists: MediaPlaylist) -> KeyListing:
+    parts = [p for playlist in playlists for p in playlist.parts if not p.gap]
+    users = Counter(p.key.identity for p in parts if p.key)
+    first: dict[str, KeyRef] = {}
+    for playlist in playlists:
+        for ref in playlist.keys:
+            first.setdefault(ref.identity, ref)
+    written = Counter(ref.uri for ref in first.values() if not ref.key_id)
+    uses = tuple(KeyUse(_name(ref, ambiguous=written[ref.uri] > 1), _kind(ref), users[ref.identity], ref.line, ref)
+                 for ref in first.values())
+    clear = sum(1 for p in parts if p.key is None)
+    return KeyListing(source, playlists[0], uses, sum(users.values()), clear)
+
+
+def _name(ref: KeyRef, *, ambiguous: bool) -> str:
+    """The KeyID; else the key URI as written, or as resolved where two playlists write the same
+    (``key.bin`` beside the video and beside the audio): names that ``keys_file`` finds again."""
+    if ref.key_id:
+        return ref.key_id
+    return ref.resolved_uri if ambiguous and not ref.inline else ref.shown_uri
+
+
+def _kind(ref: KeyRef) -> str:
+    return "KeyID" if ref.key_id else "inline" if ref.inline else "key URI"
 
 
 def export_keys(source: str, output: str | BinaryIO, *, keys: KeyChain | None = None,
@@ -64,9 +90,10 @@ def export_keys(source: str, output: str | BinaryIO, *, keys: KeyChain | None = 
     if isinstance(output, str):
         check_folder(output, "output")  # before the keys are fetched, which may take minutes
     fetcher = fetcher or Fetcher()
-    playlist, _ = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
-    listing = _listing(source, playlist)
+    playlists = _playlists(source, fetcher, variant, key_id_param)
+    listing = _listing(source, *playlists)
     with nullcontext(keys) if keys is not None else key_chain(fetcher=fetcher) as chain:
-        chain.prefetch(p for p in playlist.parts if not p.gap)
-        write_keys(output, {use.ref.key_id or use.ref.uri: chain.get(use.ref) for use in listing.keys})
+        chain.prefetch(p for playlist in playlists for p in playlist.parts if not p.gap)
+        write_keys(output, {use.name if use.kind != "inline" else use.ref.uri: chain.get(use.ref)
+                            for use in listing.keys})
     return listing

@@ -21,6 +21,7 @@ import tempfile
 import threading
 from typing import BinaryIO, Callable, Iterable, TypeVar
 
+from . import stop
 from .errors import OutputError, OutputExists, UsageError
 
 T = TypeVar("T")
@@ -58,6 +59,15 @@ class Output:
             self.in_place = check_target(self.target, force=force, inputs=inputs)
 
     def __enter__(self) -> Output:
+        try:
+            with stop.shielded():  # an interrupt now would leave a file no one knows of
+                return self._open()
+        except KeyboardInterrupt:  # it came while opening: what was made goes again
+            if hasattr(self, "file"):
+                self._close(KeyboardInterrupt)
+            raise
+
+    def _open(self) -> Output:
         if self._stream is not None:
             self.file = self._stream
             return self
@@ -138,6 +148,10 @@ class Output:
             os.replace(temp, self._journal)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        with stop.shielded():  # finish cleaning up, or publishing, before an interrupt is raised
+            self._close(exc_type)
+
+    def _close(self, exc_type: object) -> None:
         if self._stream is not None:
             if exc_type is None:
                 self.file.flush()

@@ -5,27 +5,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass, replace
 from functools import partial
+from urllib.parse import urlsplit
 from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol, TypeVar
 
 from .crypto import CbcDecryptor, decrypt_cbc
-from .errors import DecryptError, FetchError, InputError, OutputError
+from .errors import DecryptError, FetchError, InputError, OutputError, UsageError
 from .fetch import Buffer, Fetcher, Scratch
 from .keys import KeyChain, key_chain
 from .media import start_problem
 from .output import BackgroundWriter, Output, check_target
-from .playlist import (
-    MasterPlaylist,
-    MediaPlaylist,
-    Part,
-    Variant,
-    choose_variant,
-    parse,
-)
+from .playlist import MasterPlaylist, MediaPlaylist, Part, Rendition, Variant, choose_variant, parse
 from .uris import is_url, stream_name
 
 log = logging.getLogger("hlsdecrypt")
@@ -69,29 +64,64 @@ class DecryptResult:
     gaps: int = 0  # segments marked EXT-X-GAP: never fetched, nothing written
     output: str = ""  # where the clear stream went: a path, "-" for stdout, or a file's name
     keys: int = 0  # distinct keys the written parts needed
+    label: str = ""  # for a rendition, which ("audio English"); "" for the variant itself
+    renditions: tuple[DecryptResult, ...] = ()  # the variant's renditions, each in a file of its own
+    remuxed: str | None = None  # with remux: the playable file made of the output and its renditions
 
     @property
     def written_segments(self) -> int:
         return self.segments - len(self.missing) - self.gaps
 
 
-def load_media_playlist(source: str, fetcher: Fetcher, *, variant: str = "best",
-                        key_id_param: str | None = None) -> tuple[MediaPlaylist, Variant | None]:
+@dataclass(frozen=True)
+class Stream:
+    """A stream as loaded: the media playlist of the variant chosen, and the renditions it plays with."""
+
+    playlist: MediaPlaylist
+    variant: Variant | None = None
+    master: MasterPlaylist | None = None
+    renditions: tuple[Rendition, ...] = ()
+
+
+def load_stream(source: str, fetcher: Fetcher, *, variant: str = "best", key_id_param: str | None = None) -> Stream:
     """Fetch and parse ``source``, following a master playlist to the chosen variant."""
     fetcher.set_origin(source)
-    uri, chosen = source, None
+    uri, chosen, master = source, None, None
     for _ in range(MAX_MASTER_DEPTH + 1):
         playlist = parse(fetcher.read_text(uri), uri, key_id_param=key_id_param)
         if isinstance(playlist, MediaPlaylist):
-            if not playlist.segments:
-                raise InputError(f"{uri}: the playlist lists no segments")
-            if not playlist.ended:
-                log.warning("%s: no EXT-X-ENDLIST (a live playlist): decrypting the %d segments it lists now",
-                            uri, len(playlist.segments))
-            return playlist, chosen
+            _check_media(playlist)
+            return Stream(playlist, chosen, master, master.renditions_of(chosen) if master and chosen else ())
+        master = playlist
         chosen = _pick(playlist, variant)
         uri = chosen.uri
     raise InputError(f"{source}: master playlists nested more than {MAX_MASTER_DEPTH} deep")
+
+
+def load_media_playlist(source: str, fetcher: Fetcher, *, variant: str = "best",
+                        key_id_param: str | None = None) -> tuple[MediaPlaylist, Variant | None]:
+    """``load_stream``'s media playlist and chosen variant."""
+    stream = load_stream(source, fetcher, variant=variant, key_id_param=key_id_param)
+    return stream.playlist, stream.variant
+
+
+def load_rendition(rendition: Rendition | Variant, fetcher: Fetcher, *,
+                   key_id_param: str | None = None) -> MediaPlaylist:
+    """The media playlist of a master's rendition or variant, read under the rules of the master
+    that named it (``load_stream`` set them)."""
+    playlist = parse(fetcher.read_text(rendition.uri), rendition.uri, key_id_param=key_id_param)
+    if not isinstance(playlist, MediaPlaylist):
+        raise InputError(f"{rendition.uri}: named on line {rendition.line} of the master, and not a media playlist")
+    _check_media(playlist)
+    return playlist
+
+
+def _check_media(playlist: MediaPlaylist) -> None:
+    if not playlist.segments:
+        raise InputError(f"{playlist.uri}: the playlist lists no segments")
+    if not playlist.ended:
+        log.warning("%s: no EXT-X-ENDLIST (a live playlist): decrypting the %d segments it lists now",
+                    playlist.uri, len(playlist.segments))
 
 
 def _pick(master: MasterPlaylist, choice: str) -> Variant:
@@ -199,7 +229,8 @@ def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain
             fetcher: Fetcher | None = None, variant: str = "best", key_id_param: str | None = None,
             jobs: int | None = None, media_check: bool = True, progress: ProgressSink | None = None,
             resume: bool = False, skip_missing: bool = False, force: bool = False,
-            inputs: Iterable[str] = ()) -> DecryptResult:
+            inputs: Iterable[str] = (), renditions: str = "all", remux: str | None = None,
+            keep_ts: bool = False) -> DecryptResult:
     """Decrypt the HLS stream at ``source`` (a playlist path or URL) into one clear file.
 
     ``output`` is a path, ``-`` for stdout, a binary file open for writing, or an existing
@@ -210,6 +241,12 @@ def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain
     reports the rest in ``DecryptResult.missing``; ``force`` replaces an existing output file;
     ``inputs`` are files the output must not be (key files, say): the playlist, its segments and
     its key files are added to them.
+
+    From a master playlist, the chosen variant's audio and subtitle renditions are written too,
+    each to its own file beside the output (``film.ts``, ``film.audio-English.ts``): ``renditions``
+    is ``all``, ``none`` or one rendition's NAME (or LANGUAGE). ``remux`` (``mp4`` or ``mkv``)
+    then stream-copies the decrypted files into ``output``, one playable file; the byte-exact
+    ``.ts`` files stay only with ``keep_ts``.
     """
     fetcher = fetcher or Fetcher()
     inputs = [source, *inputs]
@@ -220,17 +257,95 @@ def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain
             folder = output
         elif output != "-":
             check_target(output, force=force, inputs=inputs)  # before any work
+    if remux and (folder or not isinstance(output, str) or output == "-"):
+        raise UsageError("remux writes a file by its name: give output a file path", option="remux")
     with _chain(keys, fetcher) as chain:
-        playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
-        target = os.path.join(folder, output_name(source, playlist)) if folder else output
-        return decrypt_playlist(playlist, target, chain, fetcher, variant=chosen, jobs=jobs, media_check=media_check,
-                                progress=progress, resume=resume, skip_missing=skip_missing, force=force,
-                                inputs=inputs)
+        stream = load_stream(source, fetcher, variant=variant, key_id_param=key_id_param)
+        chosen = _chosen_renditions(stream, renditions)
+        target = os.path.join(folder, output_name(source, stream.playlist)) if folder else output
+
+        def one(playlist: MediaPlaylist, into: str | BinaryIO, overwrite: bool, label: str = "",
+                shown: ProgressSink | None = None) -> DecryptResult:
+            result = decrypt_playlist(playlist, into, chain, fetcher, variant=stream.variant, jobs=jobs,
+                                      media_check=media_check, progress=shown, resume=resume,
+                                      skip_missing=skip_missing, force=overwrite, inputs=inputs)
+            return replace(result, label=label)
+
+        if remux:
+            return _decrypt_and_remux(stream, chosen, str(target), one, remux, keep_ts, force, fetcher,
+                                      key_id_param, progress)
+        if chosen and (not isinstance(target, str) or target == "-" or not os.path.isfile(target) and
+                       os.path.exists(target)):
+            log.warning("%s: renditions are written beside an output file; not beside this one", source)
+            chosen = ()
+        main = one(stream.playlist, target, force, shown=progress)
+        done = tuple(one(load_rendition(r, fetcher, key_id_param=key_id_param), rendition_path(str(target), r, p),
+                         force, r.label)
+                     for r, p in _loaded(chosen, fetcher, key_id_param))
+        return replace(main, renditions=done)
+
+
+def _decrypt_and_remux(stream: Stream, chosen: tuple[Rendition, ...], target: str,
+                       one: Callable[..., DecryptResult], fmt: str, keep_ts: bool, force: bool, fetcher: Fetcher,
+                       key_id_param: str | None, progress: ProgressSink | None) -> DecryptResult:
+    """The byte-exact files first, then one playable file made of them; the first go unless ``keep_ts``.
+
+    Kept, they sit beside the output under their usual names; otherwise under hidden ones, which
+    a re-run with ``resume`` can still continue.
+    """
+    from .remux import remux  # PyAV or ffmpeg: only for those who ask
+
+    folder, name = os.path.split(os.path.abspath(target))
+    base = os.path.splitext(target)[0] if keep_ts else os.path.join(folder, f".{name}")
+    main = one(stream.playlist, base + _extension(stream.playlist), force or not keep_ts, shown=progress)
+    done = tuple(one(playlist, rendition_path(main.output, r, playlist), force or not keep_ts, r.label)
+                 for r, playlist in _loaded(chosen, fetcher, key_id_param))
+    try:
+        remux([main.output, *(d.output for d in done)], target, fmt, force=force)
+    finally:
+        if not keep_ts:
+            for path in (main.output, *(d.output for d in done)):
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
+    return replace(main, renditions=done, remuxed=target)
+
+
+def _loaded(chosen: tuple[Rendition, ...], fetcher: Fetcher,
+            key_id_param: str | None) -> Iterator[tuple[Rendition, MediaPlaylist]]:
+    for rendition in chosen:
+        yield rendition, load_rendition(rendition, fetcher, key_id_param=key_id_param)
+
+
+def _chosen_renditions(stream: Stream, choice: str) -> tuple[Rendition, ...]:
+    if choice == "all" or not stream.renditions and choice == "none":
+        return stream.renditions
+    if choice == "none":
+        return ()
+    wanted = [r for r in stream.renditions if choice.lower() in (r.name.lower(), (r.language or "").lower())]
+    if not wanted:
+        names = ", ".join(f"{r.name} ({r.label})" for r in stream.renditions) or "none"
+        raise UsageError(f"renditions {choice!r}: the variant has no such rendition; it has: {names}",
+                         option="renditions")
+    return tuple(wanted)
+
+
+def rendition_path(output: str, rendition: Rendition, playlist: MediaPlaylist) -> str:
+    """``film.ts`` -> ``film.audio-English.ts``: beside the output, saying which rendition it holds."""
+    label = re.sub(r"[^A-Za-z0-9_-]+", "_", rendition.name).strip("_") or rendition.group or "track"
+    return f"{os.path.splitext(output)[0]}.{rendition.type.lower()}-{label}{_extension(playlist)}"
 
 
 def output_name(source: str, playlist: MediaPlaylist) -> str:
     """``rec1/index.m3u8`` -> ``rec1.ts``; ``.mp4`` for fMP4 (a stream with an init section)."""
-    return f"{stream_name(source)}{'.mp4' if any(p.is_init for p in playlist.parts) else '.ts'}"
+    return f"{stream_name(source)}{_extension(playlist)}"
+
+
+def _extension(playlist: MediaPlaylist) -> str:
+    """What the concatenated parts are: fMP4 with an init section, else what the segments are named."""
+    if any(p.is_init for p in playlist.parts):
+        return ".mp4"
+    extension = os.path.splitext(urlsplit(playlist.segments[0].uri).path)[1].lower()
+    return extension if extension in (".aac", ".ac3", ".mp3", ".vtt", ".webvtt") else ".ts"
 
 
 def _chain(keys: KeyChain | None, fetcher: Fetcher) -> ContextManager[KeyChain]:

@@ -114,6 +114,25 @@ class Variant:
     bandwidth: int
     resolution: str | None
     line: int
+    groups: tuple[tuple[str, str], ...] = ()  # (TYPE, GROUP-ID) of the renditions it plays with
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """An ``EXT-X-MEDIA`` rendition with a playlist of its own: an audio track, subtitles."""
+
+    type: str  # AUDIO, SUBTITLES or VIDEO
+    group: str
+    name: str
+    language: str | None
+    uri: str  # resolved
+    default: bool
+    line: int
+
+    @property
+    def label(self) -> str:
+        """``audio English``: how messages, reports and file names tell renditions apart."""
+        return f"{self.type.lower()} {self.name}"
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,11 @@ class MediaPlaylist:
 class MasterPlaylist:
     uri: str
     variants: tuple[Variant, ...]
+    renditions: tuple[Rendition, ...] = ()
+
+    def renditions_of(self, variant: Variant) -> tuple[Rendition, ...]:
+        """The renditions ``variant`` plays with, in the master's order."""
+        return tuple(r for r in self.renditions if (r.type, r.group) in variant.groups)
 
 
 class _LineStamper:
@@ -353,10 +377,25 @@ def _master(data: dict, text: str, uri: str) -> MasterPlaylist:
             raise InputError(f"{uri}: line {line - 1}: bad BANDWIDTH {info.get('bandwidth')!r}") from None
         if not entry.get("uri"):
             raise InputError(f"{uri}: line {line}: EXT-X-STREAM-INF without a playlist URI")
-        variants.append(Variant(resolve(uri, entry["uri"], line), bandwidth, info.get("resolution"), line))
+        groups = tuple((kind.upper(), str(info[kind])) for kind in ("audio", "subtitles", "video") if info.get(kind))
+        variants.append(Variant(resolve(uri, entry["uri"], line), bandwidth, info.get("resolution"), line, groups))
     if not variants:
         raise InputError(f"{uri}: master playlist lists no variants")
-    return MasterPlaylist(uri, tuple(variants))
+    return MasterPlaylist(uri, tuple(variants), _renditions(data, lines, uri))
+
+
+def _renditions(data: dict, lines: list[str], uri: str) -> tuple[Rendition, ...]:
+    """The ``EXT-X-MEDIA`` renditions that have a URI (the others are carried in the variants)."""
+    media_lines = [n for n, line in enumerate(lines, 1) if line.lstrip().startswith("#EXT-X-MEDIA:")]
+    found = []
+    for entry, line in zip(data.get("media") or [], media_lines):
+        kind = str(entry.get("type") or "").upper()
+        if not entry.get("uri") or kind not in ("AUDIO", "SUBTITLES", "VIDEO"):
+            continue
+        found.append(Rendition(kind, str(entry.get("group_id") or ""), str(entry.get("name") or kind.lower()),
+                               entry.get("language"), resolve(uri, entry["uri"], line),
+                               str(entry.get("default") or "").upper() == "YES", line))
+    return tuple(found)
 
 
 def choose_variant(master: MasterPlaylist, choice: str) -> Variant:

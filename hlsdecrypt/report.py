@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -24,7 +25,7 @@ STREAMS_SCHEMA = "hlsdecrypt.verify-streams/1"
 
 def write_table(report: Report, out: TextIO, *, failures_only: bool = False) -> None:
     """The report as a table for a terminal; ``failures_only`` keeps the failing checks (``-q``)."""
-    variant = f" (variant {report.variant})" if report.variant else ""
+    variant = f" ({report.label})" if report.label else f" (variant {report.variant})" if report.variant else ""
     out.write(f"{report.playlist}{variant}: {plural(report.segments, 'segment')}, {plural(report.parts, 'part')}, "
               f"{plural(report.keys, 'key')}\n")
     width = max(len(c.name) for c in report.checks)
@@ -60,7 +61,7 @@ def write_junit(reports: Report | Sequence[Report], target: Target) -> None:
     Failures are ``<failure>``, skips ``<skipped>``, passes and warnings say so in ``<system-out>``."""
     listed = [reports] if isinstance(reports, Report) else list(reports)
     root = ET.Element("testsuites", name="hlsdecrypt verify")
-    for report, name in zip(listed, stream_names([r.source for r in listed])):
+    for report, name in zip(listed, report_names(listed)):
         root.append(_suite(report, name))
     for count in ("tests", "failures", "errors", "skipped"):
         root.set(count, str(sum(int(suite.get(count)) for suite in root)))
@@ -86,11 +87,13 @@ def _suite(report: Report, name: str) -> ET.Element:
     return suite
 
 
-def stream_names(sources: Sequence[str]) -> list[str]:
-    """``stream_name`` of each source, made unique by ``-2``, ``-3``… in order."""
+def report_names(reports: Sequence[Report]) -> list[str]:
+    """A short name for each report: its stream's, and which of a master's media playlists it checked
+    (``rec1-audio_English``), made unique by ``-2``, ``-3``… in order."""
     names: list[str] = []
-    for source in sources:
-        base = name = stream_name(source)
+    for report in reports:
+        label = re.sub(r"[^A-Za-z0-9_-]+", "_", report.label.split(" (")[0]).strip("_")
+        base = name = stream_name(report.source) + (f"-{label}" if label else "")
         n = 1
         while name in names:
             n += 1

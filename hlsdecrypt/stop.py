@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 _stopped = threading.Event()
 _hooks: dict[int, Callable[[], None]] = {}
@@ -63,6 +64,34 @@ def on_stop(hook: Callable[[], None]) -> Callable[[], None]:
             _hooks.pop(token, None)
 
     return remove
+
+
+_shield = threading.local()
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Let Ctrl-C wait while a file is made or given its name: between creating a temporary file
+    and remembering it, an interrupt would leave it behind. It is raised when the block ends."""
+    depth = getattr(_shield, "depth", 0)
+    _shield.depth = depth + 1
+    try:
+        yield
+    finally:
+        _shield.depth = depth
+        if depth == 0 and getattr(_shield, "deferred", False):
+            _shield.deferred = False
+            raise KeyboardInterrupt
+
+
+def interrupt() -> None:
+    """What a SIGINT/SIGTERM handler does: stop every thread, and raise KeyboardInterrupt here,
+    unless this thread is shielded (then the shield raises it when it ends)."""
+    request_stop()
+    if getattr(_shield, "depth", 0):
+        _shield.deferred = True
+        return
+    raise KeyboardInterrupt
 
 
 def reset() -> None:

@@ -16,7 +16,7 @@ import posixpath
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, ContextManager, Iterable
 from urllib.parse import unquote, urlsplit
 
 from .crypto import DataKey, decrypt_cbc
@@ -24,7 +24,7 @@ from .errors import DecryptError, FetchError, KeyUnavailable, UsageError, plural
 from .fetch import Buffer, Fetcher
 from .keys import KeyChain, key_chain
 from .media import looks_clear, structure_problem
-from .pipeline import default_jobs, load_media_playlist, ordered_map
+from .pipeline import default_jobs, load_media_playlist, load_rendition, load_stream, ordered_map
 from .playlist import KeyRef, MediaPlaylist, Part
 from .uris import is_url
 
@@ -68,6 +68,7 @@ class Report:
     checks: list[Check]
     timeline: tuple[PartOutcome, ...] = ()  # every part, in playlist order
     expect_rotation: int | None = None
+    label: str = ""  # of a master's media playlists, which: "variant 0 (BANDWIDTH=…)", "audio English"
 
     @property
     def failed(self) -> bool:
@@ -130,21 +131,60 @@ def verify(source: str, *, keys: KeyChain | None = None, fetcher: Fetcher | None
     stream must equal byte for byte; ``expect_rotation`` the most segments one key may cover;
     ``strict`` turns warnings (reused IVs, keys over plain http, a clear init section) into failures.
     """
+    fetcher = fetcher or Fetcher()
+    with _chain(keys, fetcher) as chain:
+        playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
+        return _verify_playlist(source, playlist, chosen.uri if chosen else None, "", chain, fetcher,
+                                reference=reference, expect_rotation=expect_rotation, strict=strict, jobs=jobs)
+
+
+def verify_all(source: str, *, keys: KeyChain | None = None, fetcher: Fetcher | None = None,
+               key_id_param: str | None = None, expect_rotation: int | None = None, strict: bool = False,
+               jobs: int | None = None) -> list[Report]:
+    """``verify`` every media playlist of the stream: of a master, each variant and each rendition
+    (an audio track left in the clear is a hole in the protection too); of a media playlist, itself.
+    Each Report's ``label`` says which it is."""
+    fetcher = fetcher or Fetcher()
+    with _chain(keys, fetcher) as chain:
+        stream = load_stream(source, fetcher, variant="0", key_id_param=key_id_param)
+        if stream.master is None:
+            return [_verify_playlist(source, stream.playlist, None, "", chain, fetcher,
+                                     expect_rotation=expect_rotation, strict=strict, jobs=jobs)]
+        master = stream.master
+        reports = []
+        for n, variant in enumerate(master.variants):
+            chain.next_stream()
+            playlist = stream.playlist if n == 0 else load_rendition(variant, fetcher, key_id_param=key_id_param)
+            label = f"variant {n} (BANDWIDTH={variant.bandwidth})"
+            reports.append(_verify_playlist(source, playlist, variant.uri, label, chain, fetcher,
+                                            expect_rotation=expect_rotation, strict=strict, jobs=jobs))
+        for rendition in master.renditions:
+            chain.next_stream()
+            playlist = load_rendition(rendition, fetcher, key_id_param=key_id_param)
+            reports.append(_verify_playlist(source, playlist, rendition.uri, rendition.label, chain, fetcher,
+                                            expect_rotation=expect_rotation, strict=strict, jobs=jobs))
+        return reports
+
+
+def _chain(keys: KeyChain | None, fetcher: Fetcher) -> ContextManager[KeyChain]:
+    return nullcontext(keys) if keys is not None else key_chain(fetcher=fetcher, stop_after_failure=False)
+
+
+def _verify_playlist(source: str, playlist: MediaPlaylist, variant: str | None, label: str, keys: KeyChain,
+                     fetcher: Fetcher, *, reference: str | None = None, expect_rotation: int | None = None,
+                     strict: bool = False, jobs: int | None = None) -> Report:
     if expect_rotation is not None and expect_rotation < 1:
         raise UsageError("expect_rotation must be at least 1", option="expect_rotation")
-    fetcher = fetcher or Fetcher()
     ref_file = _open_reference(reference)
     try:
-        with nullcontext(keys) if keys is not None else key_chain(fetcher=fetcher, stop_after_failure=False) as chain:
-            playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
-            seen = _observe_all(playlist, chain, fetcher, ref_file, jobs)
+        seen = _observe_all(playlist, keys, fetcher, ref_file, jobs)
     finally:
         if ref_file:
             ref_file.close()
     case = _Case(playlist, seen, strict, expect_rotation, reference)
     checks = [_check(name, *judge(case)) for name, judge in CHECKS]
-    return Report(source, playlist.uri, chosen.uri if chosen else None, len(playlist.segments),
-                  len(playlist.parts), len(playlist.keys), checks, _timeline(playlist, seen), expect_rotation)
+    return Report(source, playlist.uri, variant, len(playlist.segments), len(playlist.parts), len(playlist.keys),
+                  checks, _timeline(playlist, seen), expect_rotation, label)
 
 
 def _observe_all(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, ref_file: BinaryIO | None,

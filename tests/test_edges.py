@@ -424,3 +424,17 @@ def test_counts_are_in_good_english(run, tmp_path):
     code, err = run("decrypt", IMPLICIT, "-o", tmp_path / "out.ts")
     assert code == 0
     assert "1 key " in err and "6 segments" in err
+
+
+def test_an_interrupt_while_a_file_is_made_waits_until_the_file_is_known():
+    from hlsdecrypt import stop
+
+    steps = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with stop.shielded():
+                stop.interrupt()  # what the signal handler does, here between creating and naming a file
+                steps.append("named")
+        assert steps == ["named"] and stop.stopping()
+    finally:
+        stop.reset()
