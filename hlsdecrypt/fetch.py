@@ -17,7 +17,7 @@ from typing import Iterator
 
 from .crypto import Buffer
 from .errors import FetchError, InputError, plural
-from .http import Failure, HttpClient
+from .http import Failure, HttpClient, RequestOptions
 from .playlist import MAX_PART, ByteRange, is_url, scheme_of
 from .retry import Backoff, retry_after_seconds
 
@@ -58,7 +58,13 @@ class Scratch:
 
 @dataclass
 class Fetcher:
-    """Reads playlists, segments and key files; ``set_origin`` starts each stream (a batch shares one)."""
+    """Reads playlists, segments and key files; ``set_origin`` starts each stream (a batch shares one).
+
+    ``request_options`` (headers, cookies, proxy, CA bundle: see ``http.request_options``) go with
+    every http(s) request it makes. ``append_url_params`` has a remote playlist's query string
+    (a signature, a token) carried over to the same-host URIs it lists without one: see
+    ``playlist.resolve``.
+    """
 
     timeout: float = 20.0
     backoff: Backoff = field(default_factory=Backoff)
@@ -66,12 +72,15 @@ class Fetcher:
     pool_size: int = 8
     deadline: float = DEADLINE
     http: HttpClient | None = None
+    request_options: RequestOptions = field(default_factory=RequestOptions)
+    append_url_params: bool = False
     _root: str | None = None  # folder of the local top-level playlist, symlinks resolved
     _remote: bool = False  # the top-level playlist came over http(s)
 
     def __post_init__(self) -> None:
         if self.http is None:
-            self.http = HttpClient(timeout=self.timeout, deadline=self.deadline, pool_size=self.pool_size)
+            self.http = self.request_options.client(timeout=self.timeout, deadline=self.deadline,
+                                                    pool_size=self.pool_size)
 
     def set_origin(self, uri: str) -> None:
         """Remember where the top-level playlist lives: it bounds what its references may read."""
