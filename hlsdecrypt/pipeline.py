@@ -62,11 +62,18 @@ class DecryptResult:
 
 def load_media_playlist(source: str, fetcher: Fetcher, *, variant: str = "best",
                         key_id_param: str | None = None) -> tuple[MediaPlaylist, Variant | None]:
-    """Fetch and parse ``source``, following a master playlist to the chosen variant."""
+    """Fetch and parse ``source``, following a master playlist to the chosen variant.
+
+    A playlist's references resolve against the URL its text came from in the end, after
+    redirects (RFC 3986 §5.1.3), as players do.
+    """
     fetcher.set_origin(source)
     uri, chosen = source, None
     for _ in range(MAX_MASTER_DEPTH + 1):
-        playlist = parse(fetcher.read_text(uri), uri, key_id_param=key_id_param)
+        text, reached = fetcher.read_playlist(uri)
+        if reached != uri:
+            log.debug("%s: redirected to %s; its URIs resolve against that", uri, reached)
+        playlist = parse(text, reached, key_id_param=key_id_param, append_url_params=fetcher.append_url_params)
         if isinstance(playlist, MediaPlaylist):
             if not playlist.segments:
                 raise InputError(f"{uri}: the playlist lists no segments")
