@@ -22,6 +22,7 @@ from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, Segmen
                      VerificationFailed, plural)
 from .fetch import DEADLINE, Fetcher
 from .html_report import write_html
+from .http import request_options
 from .keys import KeyChain, KeyFile, KeySource, KeyUri, NoCredentials, StaticKey
 from .keystore import KeyCache, write_keys
 from .output import check_target
@@ -78,6 +79,22 @@ def _fetch_options() -> argparse.ArgumentParser:
                    help="do not require decrypted segments to begin like MPEG-TS, fMP4 or packed audio")
     g.add_argument("--allow-any-path", action="store_true",
                    help="let a local playlist refer to files outside its own folder")
+    r = p.add_argument_group("requests (for playlists, segments and keys; never for the key API)")
+    r.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="send this header, e.g. 'Referer: https://player.example.com/' (repeatable); "
+                        "values may be secrets: they are never shown")
+    r.add_argument("--user-agent", metavar="TEXT", help="the User-Agent header (default hlsdecrypt)")
+    r.add_argument("--cookies", metavar="FILE",
+                   help="send the cookies of this Netscape cookies.txt, as browsers export it and curl and "
+                        "yt-dlp read it")
+    r.add_argument("--proxy", metavar="URL",
+                   help="send requests through this proxy, e.g. http://HOST:PORT (default: the HTTP_PROXY, "
+                        "HTTPS_PROXY and NO_PROXY environment variables)")
+    r.add_argument("--ca-bundle", metavar="FILE",
+                   help="trust the CA certificates of this PEM file instead of the default ones (a private CA)")
+    r.add_argument("--append-url-params", action="store_true",
+                   help="give the playlist URL's query string (a signature, a token) to the URIs it lists "
+                        "without one, on the same host only")
     return p
 
 
@@ -143,8 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
 def make_fetcher(args: argparse.Namespace) -> Fetcher:
     if (args.jobs is not None and args.jobs < 1) or args.retries < 0 or args.timeout <= 0 or args.deadline <= 0:
         raise UsageError("--jobs must be at least 1, --retries at least 0, --timeout and --deadline positive")
+    options = request_options(headers=args.header, user_agent=args.user_agent, cookies=args.cookies,
+                              proxy=args.proxy, ca_bundle=args.ca_bundle)
     return Fetcher(timeout=args.timeout, deadline=args.deadline, backoff=Backoff(attempts=args.retries + 1),
-                   allow_any_path=args.allow_any_path,
+                   allow_any_path=args.allow_any_path, request_options=options,
+                   append_url_params=args.append_url_params,
                    pool_size=max(args.jobs or 0, HTTP_JOBS) + 2)  # the key thread fetches too
 
 
