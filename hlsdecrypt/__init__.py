@@ -29,7 +29,7 @@ _HOMES = {
     "decrypt": "pipeline", "verify": "verification", "verify_all": "verification", "encrypt": "encryption", "list_keys": "inventory",
     "export_keys": "inventory", "key_chain": "keys",
     # what to do it with
-    "KeyChain": "keys", "Fetcher": "fetch", "Credentials": "credentials", "DataKey": "crypto",
+    "KeyChain": "keys", "Fetcher": "fetch", "request_options": "http", "RequestOptions": "http", "Credentials": "credentials", "DataKey": "crypto",
     # what comes back
     "DecryptResult": "pipeline", "Report": "verification", "Check": "verification", "PartOutcome": "verification",
     "EncryptResult": "encryption", "KeyListing": "inventory", "KeyUse": "inventory",

@@ -20,6 +20,7 @@ from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, KeySto
 from .fetch import DEADLINE, Fetcher
 from .fleet import KEY_STORE_ENV
 from .html_report import write_html
+from .http import request_options
 from .inventory import export_keys, list_keys
 from .keys import KEY_SOURCES, KeyChain, key_chain
 from .output import check_folder
@@ -100,6 +101,22 @@ def _fetch_options(*, jobs: bool = True, media_check: bool = False, every_varian
                        help="do not require decrypted segments to begin like MPEG-TS, fMP4 or packed audio")
     g.add_argument("--allow-any-path", action="store_true",
                    help="let a local playlist refer to files outside its own folder")
+    r = p.add_argument_group("requests (for playlists, segments and keys; never for the key API)")
+    r.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="send this header, e.g. 'Referer: https://player.example.com/' (repeatable); "
+                        "values may be secrets: they are never shown")
+    r.add_argument("--user-agent", metavar="TEXT", help="the User-Agent header (default hlsdecrypt)")
+    r.add_argument("--cookies", metavar="FILE",
+                   help="send the cookies of this Netscape cookies.txt, as browsers export it and curl and "
+                        "yt-dlp read it")
+    r.add_argument("--proxy", metavar="URL",
+                   help="send requests through this proxy, e.g. http://HOST:PORT (default: the HTTP_PROXY, "
+                        "HTTPS_PROXY and NO_PROXY environment variables)")
+    r.add_argument("--ca-bundle", metavar="FILE",
+                   help="trust the CA certificates of this PEM file instead of the default ones (a private CA)")
+    r.add_argument("--append-url-params", action="store_true",
+                   help="give the playlist URL's query string (a signature, a token) to the URIs it lists "
+                        "without one, on the same host only")
     return p
 
 
@@ -193,7 +210,9 @@ def _fetcher(args: argparse.Namespace) -> Fetcher:
     if jobs is not None and jobs < 1:
         raise UsageError("jobs must be at least 1", option="jobs")
     return Fetcher(timeout=args.timeout, deadline=args.deadline, retries=args.retries,
-                   allow_any_path=args.allow_any_path,
+                   allow_any_path=args.allow_any_path, append_url_params=args.append_url_params,
+                   request_options=request_options(headers=args.header, user_agent=args.user_agent,
+                                                   cookies=args.cookies, proxy=args.proxy, ca_bundle=args.ca_bundle),
                    pool_size=max(jobs or 0, HTTP_JOBS) + 2)  # the key thread fetches too
 
 
@@ -207,7 +226,8 @@ def _keys(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_failure: boo
 
 def _inputs(args: argparse.Namespace) -> list[str]:
     """Files of this run that no output may replace (the playlists and segments are added by decrypt)."""
-    return [path for path in (args.keys, args.key_cache, args.credentials, args.batch) if path]
+    return [path for path in (args.keys, args.key_cache, args.credentials, args.batch, getattr(args, "cookies", None),
+                              getattr(args, "ca_bundle", None)) if path]
 
 
 def _batch_rows(path: str, columns: int) -> list[list[str]]:

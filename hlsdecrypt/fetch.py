@@ -12,12 +12,12 @@ import os
 import re
 import stat
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from .crypto import Buffer
 from .errors import FetchError, InputError, UsageError, plural
-from .http import Failure, HttpClient
+from .http import Failure, HttpClient, RequestOptions
 from .playlist import MAX_PART, ByteRange
 from .retry import Backoff, retry_after_seconds
 from .uris import is_url, scheme_of
@@ -64,6 +64,10 @@ class Fetcher:
     ``timeout``: seconds one read may wait; ``deadline``: seconds one request may take in all;
     ``retries``: further tries after a transient failure (or a ``backoff`` of your own);
     ``allow_any_path``: let a local playlist refer to files outside its folder.
+    ``request_options`` (headers, cookies, proxy, CA bundle: see ``http.request_options``) go with
+    every http(s) request it makes. ``append_url_params`` has a remote playlist's query string
+    (a signature, a token) carried over to the same-host URIs it lists without one: see
+    ``playlist.resolve``.
     """
 
     timeout: float = 20.0
@@ -73,6 +77,8 @@ class Fetcher:
     pool_size: int = 8
     deadline: float = DEADLINE
     http: HttpClient | None = None
+    request_options: RequestOptions = field(default_factory=RequestOptions)
+    append_url_params: bool = False
     _root: str | None = None  # folder of the local top-level playlist, symlinks resolved
     _remote: bool = False  # the top-level playlist came over http(s)
 
@@ -84,7 +90,8 @@ class Fetcher:
         if self.backoff is None:
             self.backoff = Backoff(attempts=self.retries + 1)
         if self.http is None:
-            self.http = HttpClient(timeout=self.timeout, deadline=self.deadline, pool_size=self.pool_size)
+            self.http = self.request_options.client(timeout=self.timeout, deadline=self.deadline,
+                                                    pool_size=self.pool_size)
 
     def set_origin(self, uri: str) -> None:
         """Remember where the top-level playlist lives: it bounds what its references may read."""

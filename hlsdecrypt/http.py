@@ -8,24 +8,37 @@ a dropped connection is worth another try; an untrusted certificate, an unknown 
 refused connection is not.
 
 ``requests`` does the protocol (redirects, proxies, cookies, TLS); it is imported on first use,
-so that runs on local files never pay for it.
+so that runs on local files never pay for it. ``RequestOptions`` holds what some servers want
+with every request (headers, a User-Agent, cookies, a proxy, a private CA), checked once, when
+given, by ``request_options``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
+import re
 import socket
+import ssl
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from http.cookiejar import Cookie, CookieJar, MozillaCookieJar
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from . import stop
+from .errors import UsageError
 
 if TYPE_CHECKING:
     import requests
 
+log = logging.getLogger("hlsdecrypt")
+
 #: Bodies are read in pieces this size.
 CHUNK = 256 * 1024
+USER_AGENT = "hlsdecrypt"
 
 
 class Failure(Exception):
@@ -138,15 +151,26 @@ def _guarded_adapter_class() -> type:
 
 class HttpClient:
     """GETs with limits, over one connection pool. ``headers``, ``cookies``, ``proxy`` and
-    ``ca_bundle`` apply to every request of this client."""
+    ``ca_bundle`` apply to every request of this client.
+
+    Without ``proxy`` and ``ca_bundle``, the environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``…)
+    and ``REQUESTS_CA_BUNDLE`` apply, as requests does; given, they win over the environment,
+    which requests would otherwise let override a session's settings.
+    """
 
     def __init__(self, *, timeout: float = 20.0, deadline: float = 300.0, pool_size: int = 8,
-                 headers: Mapping[str, str] | None = None, user_agent: str = "hlsdecrypt",
+                 headers: Mapping[str, str] | None = None, user_agent: str = USER_AGENT,
                  cookies: Any = None, proxy: str | None = None, ca_bundle: str | None = None):
         self.timeout, self.deadline = timeout, deadline
         self.pool_size = pool_size
         self._headers = {"User-Agent": user_agent, **(headers or {})}
         self._cookies, self._proxy, self._ca_bundle = cookies, proxy, ca_bundle
+        # given with each request: requests lets the environment override a session's proxies and CA bundle
+        self._per_request: dict[str, Any] = {}
+        if proxy:
+            self._per_request["proxies"] = {"http": proxy, "https": proxy}
+        if ca_bundle:
+            self._per_request["verify"] = ca_bundle
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
 
@@ -200,7 +224,8 @@ class HttpClient:
 
         wanted = {"Accept-Encoding": "gzip" if compressed else "identity", **(headers or {})}
         try:
-            response = self.session().get(url, headers=wanted, timeout=self.timeout, stream=True)
+            response = self.session().get(url, headers=wanted, timeout=self.timeout, stream=True,
+                                          **self._per_request)
             try:
                 announced = _int_or_none(response.headers.get("Content-Length"))
                 if announced is not None and announced > limit and response.status_code < 300:
@@ -216,6 +241,9 @@ class HttpClient:
                 raise stop.Stopped() from None
             if guard.reason:
                 raise Failure(guard.reason, retryable=True) from None
+            if isinstance(exc, requests.exceptions.InvalidSchema) and _scheme(url) in ("http", "https"):
+                # only a redirect leads an http(s) request elsewhere: to file:, data:, ftp:…
+                raise Failure("redirected to a URL that is not http(s): refused", retryable=False) from None
             raise _failure(exc, self.timeout) from None
         if guard.reason == "stopped":
             raise stop.Stopped()
@@ -296,3 +324,195 @@ def _int_or_none(value: str | None) -> int | None:
 
 def _size(n: int) -> str:
     return f"{n // (1 << 20)} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _scheme(url: str) -> str:
+    return url.partition(":")[0].lower() if ":" in url else ""
+
+
+# -- what some servers want with every request ---------------------------------------------
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """Headers, User-Agent, cookies, proxy and CA bundle for the requests of playlists, segments
+    and keys (never for the key API's signed requests, which have their own client).
+
+    Header values, cookies and a proxy's password may be credentials: ``repr`` names the headers,
+    counts the cookies and hides the proxy's user part.
+    """
+
+    headers: tuple[tuple[str, str], ...] = ()
+    user_agent: str = USER_AGENT
+    cookies: CookieJar | None = None
+    proxy: str | None = None
+    ca_bundle: str | None = None
+
+    def client(self, **limits: Any) -> HttpClient:
+        """An HttpClient that sends these options with every request; ``limits`` as HttpClient takes them."""
+        return HttpClient(headers=dict(self.headers), user_agent=self.user_agent, cookies=self.cookies,
+                          proxy=self.proxy, ca_bundle=self.ca_bundle, **limits)
+
+    def __repr__(self) -> str:
+        cookies = None if self.cookies is None else f"<{len(self.cookies)} cookies>"
+        return (f"RequestOptions(headers={[name for name, _ in self.headers]!r}, user_agent={self.user_agent!r}, "
+                f"cookies={cookies}, proxy={_shown_proxy(self.proxy)!r}, ca_bundle={self.ca_bundle!r})")
+
+
+#: The headers hlsdecrypt sets itself, per request: a fixed one would break byte ranges or bodies.
+_OWN_HEADERS = {"range": "Range", "accept-encoding": "Accept-Encoding"}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name (RFC 9110 §5.6.2)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # line breaks would end the header early
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
+def request_options(*, headers: Iterable[str] = (), user_agent: str | None = None, cookies: str | None = None,
+                    proxy: str | None = None, ca_bundle: str | None = None) -> RequestOptions:
+    """RequestOptions from the command line's text, checked now: a mistake is a UsageError naming
+    the option, before any request. Secrets in the text are never repeated in messages or logs."""
+    parsed = _headers(headers)
+    names = {name.lower() for name, _ in parsed}
+    if user_agent is not None:
+        if "user-agent" in names:
+            raise UsageError("give the User-Agent with --user-agent or --header, not both")
+        _check_value(user_agent, "--user-agent")
+    if cookies is not None and "cookie" in names:
+        raise UsageError("give cookies with --cookies FILE or a Cookie --header, not both")
+    options = RequestOptions(
+        headers=parsed,
+        user_agent=user_agent if user_agent is not None else USER_AGENT,
+        cookies=load_cookies(cookies) if cookies is not None else None,
+        proxy=_proxy_url(proxy) if proxy else None,
+        ca_bundle=_ca_bundle(ca_bundle) if ca_bundle else None,
+    )
+    if parsed:
+        log.debug("every request for playlists, segments and keys carries the headers %s (values not shown)",
+                  ", ".join(name for name, _ in parsed))
+    if options.proxy:
+        log.debug("requests for playlists, segments and keys go through the proxy %s", _shown_proxy(options.proxy))
+    if options.ca_bundle:
+        log.debug("trusting the CA certificates of %s, and no others", options.ca_bundle)
+    return options
+
+
+def _headers(texts: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``'Name: value'`` texts as (name, value) pairs. A text that is not one is named by its
+    position: it may hold a token, and an error message is no place for it."""
+    found: dict[str, tuple[str, str]] = {}
+    for n, text in enumerate(texts, 1):
+        name, colon, value = text.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not _TOKEN.fullmatch(name):
+            what = "no colon" if not colon else "no header name before the colon"
+            raise UsageError(f"--header #{n}: want 'Name: value', found {what} (the text is not shown: "
+                             "it may hold a secret)")
+        if name.lower() in _OWN_HEADERS:
+            raise UsageError(f"--header {name}: hlsdecrypt sets {_OWN_HEADERS[name.lower()]} itself, per request")
+        if name.lower() in found:
+            raise UsageError(f"--header {name}: given twice")
+        _check_value(value, f"--header {name}")
+        found[name.lower()] = (name, value)
+    return tuple(found.values())
+
+
+def _check_value(value: str, option: str) -> None:
+    if _CONTROL.search(value):
+        raise UsageError(f"{option}: the value holds a line break or another control character")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise UsageError(f"{option}: the value is not Latin-1 text, which HTTP headers carry "
+                         "(percent-encode it, as the server expects)") from None
+
+
+def load_cookies(path: str) -> MozillaCookieJar:
+    """The cookies of a Netscape cookies.txt, as browser extensions export it and curl and yt-dlp read it.
+
+    Read here rather than by ``MozillaCookieJar.load``, which refuses files whose include-subdomains
+    field disagrees with the domain's leading dot (some exporters write them), drops the session
+    cookies that exporters write with expiry 0, and repeats the offending line — a cookie's value —
+    in its error. ``#HttpOnly_`` lines (curl, browsers) are cookies; other ``#`` lines are comments.
+    """
+    option = f"--cookies {path}"
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise UsageError(f"{option}: {exc.strerror or exc}") from None
+    netscape = bool(lines) and re.match(r"#( Netscape)? HTTP Cookie File", lines[0]) is not None
+    jar = MozillaCookieJar(path)
+    for n, line in enumerate(lines, 1):
+        http_only = line.startswith("#HttpOnly_")
+        if http_only:
+            line = line[len("#HttpOnly_"):]
+        if not line.strip() or line.lstrip().startswith(("#", "$")):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 7:
+            if not netscape:
+                raise UsageError(f"{option}: not a Netscape cookies.txt file (it begins with "
+                                 "'# Netscape HTTP Cookie File' and has one tab-separated cookie a line)")
+            raise UsageError(f"{option}: line {n}: want 7 tab-separated fields (domain, include subdomains, "
+                             f"path, https only, expires, name, value), found {len(fields)}")
+        domain, _, cookie_path, secure, expires, name, text = fields
+        value: str | None = text
+        if not domain or not (expires.isdigit() or expires == ""):
+            raise UsageError(f"{option}: line {n}: " + ("no domain" if not domain else
+                                                        "the expiry is not a number of seconds since 1970"))
+        lasts = expires not in ("", "0")  # 0: a session cookie, as exporters write them
+        if not name:  # cookies.txt writes 'Set-Cookie: foo' with no name, as the jar loads it
+            name, value = text, None
+        jar.set_cookie(Cookie(0, name, value, None, False, domain, domain.startswith("."), domain.startswith("."),
+                              cookie_path, False, secure == "TRUE", int(expires) if lasts else None, not lasts,
+                              None, None, {"HttpOnly": ""} if http_only else {}))
+    if not len(jar):
+        raise UsageError(f"{option}: no cookies in it")
+    total = len(jar)
+    jar.clear_expired_cookies()  # never sent: said now, rather than left for a server to refuse in silence
+    if len(jar) < total:
+        log.warning("%s: %d of %d cookies have expired and will not be sent", option, total - len(jar), total)
+    log.debug("%s: %d cookies for %d domains (values not shown)", option, len(jar), len({c.domain for c in jar}))
+    return jar
+
+
+def _proxy_url(text: str) -> str:
+    """A proxy URL; without a scheme, an http proxy (as curl and requests read one)."""
+    url = text.strip() if "://" in text else "http://" + text.strip()
+    shown = _shown_proxy(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise UsageError(f"--proxy {shown}: not a URL") from None
+    if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname:
+        raise UsageError(f"--proxy {shown}: want a URL such as http://HOST:PORT (or https://, socks5h://)")
+    if parts.scheme.lower().startswith("socks") and importlib.util.find_spec("socks") is None:
+        raise UsageError(f"--proxy {shown}: a SOCKS proxy needs PySocks (pip install 'requests[socks]')")
+    return url
+
+
+def _shown_proxy(url: str | None) -> str | None:
+    """A proxy URL without its user and password."""
+    if not url or "@" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a proxy URL with credentials)"
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def _ca_bundle(path: str) -> str:
+    """A PEM file of CA certificates (or a folder of them, hashed as OpenSSL wants), checked now."""
+    option = f"--ca-bundle {path}"
+    if not os.path.exists(path):
+        raise UsageError(f"{option}: no such file")
+    try:
+        if os.path.isdir(path):
+            ssl.create_default_context(capath=path)
+        else:
+            ssl.create_default_context(cafile=path)
+    except ssl.SSLError:
+        raise UsageError(f"{option}: no PEM certificate in it") from None
+    except OSError as exc:
+        raise UsageError(f"{option}: {exc.strerror or exc}") from None
+    return path

@@ -88,7 +88,7 @@ def load_stream(source: str, fetcher: Fetcher, *, variant: str = "best", key_id_
     fetcher.set_origin(source)
     uri, chosen, master = source, None, None
     for _ in range(MAX_MASTER_DEPTH + 1):
-        playlist = parse(fetcher.read_text(uri), uri, key_id_param=key_id_param)
+        playlist = _read(uri, fetcher, key_id_param)
         if isinstance(playlist, MediaPlaylist):
             _check_media(playlist)
             return Stream(playlist, chosen, master, master.renditions_of(chosen) if master and chosen else ())
@@ -109,11 +109,20 @@ def load_rendition(rendition: Rendition | Variant, fetcher: Fetcher, *,
                    key_id_param: str | None = None) -> MediaPlaylist:
     """The media playlist of a master's rendition or variant, read under the rules of the master
     that named it (``load_stream`` set them)."""
-    playlist = parse(fetcher.read_text(rendition.uri), rendition.uri, key_id_param=key_id_param)
+    playlist = _read(rendition.uri, fetcher, key_id_param)
     if not isinstance(playlist, MediaPlaylist):
         raise InputError(f"{rendition.uri}: named on line {rendition.line} of the master, and not a media playlist")
     _check_media(playlist)
     return playlist
+
+
+def _read(uri: str, fetcher: Fetcher, key_id_param: str | None) -> MediaPlaylist | MasterPlaylist:
+    """A playlist, whose references resolve against the URL its text came from in the end, after
+    redirects (RFC 3986 §5.1.3), as players do."""
+    text, reached = fetcher.read_playlist(uri)
+    if reached != uri:
+        log.debug("%s: redirected to %s; its URIs resolve against that", uri, reached)
+    return parse(text, reached, key_id_param=key_id_param, append_url_params=fetcher.append_url_params)
 
 
 def _check_media(playlist: MediaPlaylist) -> None:

@@ -17,7 +17,7 @@ import logging
 import os.path
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
 
 import m3u8
 
@@ -232,8 +232,10 @@ def _attributes(text: str) -> dict[str, str]:
     return found
 
 
-def parse(text: str, uri: str, *, key_id_param: str | None = None) -> MediaPlaylist | MasterPlaylist:
-    """Parse playlist text fetched from ``uri`` (a URL or a local path)."""
+def parse(text: str, uri: str, *, key_id_param: str | None = None,
+          append_url_params: bool = False) -> MediaPlaylist | MasterPlaylist:
+    """Parse playlist text fetched from ``uri`` (a URL or a local path: for a redirected playlist,
+    the URL reached, since its references are relative to that). ``append_url_params``: see ``resolve``."""
     text = text.lstrip("\ufeff")
     lines = text.splitlines()
     first = next((n for n, line in enumerate(lines, 1) if line.strip()), 0)
@@ -250,8 +252,8 @@ def parse(text: str, uri: str, *, key_id_param: str | None = None) -> MediaPlayl
         raise InputError(f"{uri}: line {line}: cannot parse {bad!r} ({_shown(str(exc))})") from None
     stamper.finish()
     if data["is_variant"]:
-        return _master(data, text, uri)
-    return _media(data, text, uri, key_id_param)
+        return _master(data, text, uri, append_url_params)
+    return _media(data, text, uri, key_id_param, append_url_params)
 
 
 #: The tags whose values decryption reads, or that shape the list of segments and variants
@@ -364,7 +366,7 @@ def _shown(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _master(data: dict, text: str, uri: str) -> MasterPlaylist:
+def _master(data: dict, text: str, uri: str, carry_query: bool = False) -> MasterPlaylist:
     lines = text.splitlines()
     uri_lines = [n for n, line in enumerate(lines, 1) if line.strip() and not line.lstrip().startswith("#")]
     variants = []
@@ -378,13 +380,14 @@ def _master(data: dict, text: str, uri: str) -> MasterPlaylist:
         if not entry.get("uri"):
             raise InputError(f"{uri}: line {line}: EXT-X-STREAM-INF without a playlist URI")
         groups = tuple((kind.upper(), str(info[kind])) for kind in ("audio", "subtitles", "video") if info.get(kind))
-        variants.append(Variant(resolve(uri, entry["uri"], line), bandwidth, info.get("resolution"), line, groups))
+        variants.append(Variant(resolve(uri, entry["uri"], line, carry_query=carry_query), bandwidth,
+                                info.get("resolution"), line, groups))
     if not variants:
         raise InputError(f"{uri}: master playlist lists no variants")
-    return MasterPlaylist(uri, tuple(variants), _renditions(data, lines, uri))
+    return MasterPlaylist(uri, tuple(variants), _renditions(data, lines, uri, carry_query))
 
 
-def _renditions(data: dict, lines: list[str], uri: str) -> tuple[Rendition, ...]:
+def _renditions(data: dict, lines: list[str], uri: str, carry_query: bool) -> tuple[Rendition, ...]:
     """The ``EXT-X-MEDIA`` renditions that have a URI (the others are carried in the variants)."""
     media_lines = [n for n, line in enumerate(lines, 1) if line.lstrip().startswith("#EXT-X-MEDIA:")]
     found = []
@@ -393,7 +396,7 @@ def _renditions(data: dict, lines: list[str], uri: str) -> tuple[Rendition, ...]
         if not entry.get("uri") or kind not in ("AUDIO", "SUBTITLES", "VIDEO"):
             continue
         found.append(Rendition(kind, str(entry.get("group_id") or ""), str(entry.get("name") or kind.lower()),
-                               entry.get("language"), resolve(uri, entry["uri"], line),
+                               entry.get("language"), resolve(uri, entry["uri"], line, carry_query=carry_query),
                                str(entry.get("default") or "").upper() == "YES", line))
     return tuple(found)
 
@@ -410,7 +413,7 @@ def choose_variant(master: MasterPlaylist, choice: str) -> Variant:
     raise InputError(f"{master.uri}: no variant {choice!r}: choose best, worst or 0..{len(variants) - 1}")
 
 
-def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPlaylist:
+def _media(data: dict, text: str, uri: str, key_id_param: str | None, carry_query: bool = False) -> MediaPlaylist:
     lines = text.splitlines()
     parts: list[Part] = []
     keys: dict[int, KeyRef | None] = {}  # id(key dict) -> KeyRef, so each EXT-X-KEY is converted once
@@ -421,21 +424,21 @@ def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPl
         seg_line = _uri_line(lines, segment.get("_line", 0))
         if not segment.get("uri"):
             raise InputError(f"{uri}: line {segment.get('_line', 0)}: segment tags with no URI after them")
-        key = _key_ref(segment.get("key"), keys, uri, key_id_param)
+        key = _key_ref(segment.get("key"), keys, uri, key_id_param, carry_query)
         iv = _iv_for(key, sequence)
         init = segment.get("init_section")
         if init is not None and init is not current_map:
             current_map = init
             if not init.get("uri"):
                 raise InputError(f"{uri}: line {init.get('_line', 0)}: EXT-X-MAP without a URI")
-            init_key = _key_ref(init.get("_key"), keys, uri, key_id_param)
-            init_uri = resolve(uri, init["uri"], init.get("_line", 0))
+            init_key = _key_ref(init.get("_key"), keys, uri, key_id_param, carry_query)
+            init_uri = resolve(uri, init["uri"], init.get("_line", 0), carry_query=carry_query)
             parts.append(Part(
                 uri=init_uri, line=init.get("_line", 0), sequence=None,
                 byterange=_byterange(init.get("byterange"), init_uri, range_ends, uri, init.get("_line", 0)),
                 key=init_key, iv=_iv_for(init_key, sequence),
             ))
-        seg_uri = resolve(uri, segment["uri"], seg_line)
+        seg_uri = resolve(uri, segment["uri"], seg_line, carry_query=carry_query)
         parts.append(Part(
             uri=seg_uri, line=seg_line, sequence=sequence,
             byterange=_byterange(segment.get("byterange"), seg_uri, range_ends, uri, seg_line),
@@ -455,15 +458,16 @@ def _uri_line(lines: list[str], start: int) -> int:
     return start
 
 
-def _key_ref(raw: dict | None, cache: dict, uri: str, key_id_param: str | None) -> KeyRef | None:
+def _key_ref(raw: dict | None, cache: dict, uri: str, key_id_param: str | None,
+             carry_query: bool = False) -> KeyRef | None:
     if raw is None:
         return None
     if id(raw) not in cache:
-        cache[id(raw)] = _convert_key(raw, uri, key_id_param)
+        cache[id(raw)] = _convert_key(raw, uri, key_id_param, carry_query)
     return cache[id(raw)]
 
 
-def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None:
+def _convert_key(raw: dict, uri: str, key_id_param: str | None, carry_query: bool = False) -> KeyRef | None:
     line = raw.get("_line", 0)
     method = (raw.get("method") or "").upper()
     if method == "NONE":
@@ -480,7 +484,7 @@ def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None
     inline = scheme_of(key_uri) == "data"  # the key itself: nothing to resolve
     return KeyRef(
         uri=key_uri,
-        resolved_uri=key_uri if inline else resolve(uri, key_uri, line),
+        resolved_uri=key_uri if inline else resolve(uri, key_uri, line, carry_query=carry_query),
         key_id=key_id_of(key_uri, key_id_param),
         iv=_parse_iv(raw.get("iv"), where),
         line=line,
@@ -545,18 +549,23 @@ def _byterange(text: str | None, part_uri: str, ends: dict[str, int], uri: str, 
     return ByteRange(offset, length)
 
 
-def resolve(base: str, ref: str, line: int = 0) -> str:
+def resolve(base: str, ref: str, line: int = 0, *, carry_query: bool = False) -> str:
     """Resolve a playlist reference (from ``line``) against the playlist's own URL or local path.
 
     A file on disk has no query string, so references from a local playlist lose theirs
     (the live service writes ``seg.ts?app=live&...``). Other schemes (``file:``, ``data:``)
     pass through unchanged, for the fetcher to refuse.
+
+    ``carry_query``: a reference without a query string that resolves to the playlist's own
+    scheme, host and port gets the playlist URL's query, which on signed URLs carries the access
+    (``?auth_key=…``). Never to another host, nor from https to http: it may be a credential.
     """
     try:
         if "\0" in ref:
             raise ValueError("a NUL byte")
         if is_url(ref) or is_url(base):
-            return urljoin(base, ref)
+            resolved = urljoin(base, ref)
+            return _with_query_of(base, resolved) if carry_query and is_url(base) else resolved
         if scheme_of(ref):
             return ref
         path = unquote(urlsplit(ref).path)
@@ -565,3 +574,12 @@ def resolve(base: str, ref: str, line: int = 0) -> str:
         return os.path.normpath(os.path.join(os.path.dirname(base), path))
     except ValueError as exc:  # urllib refuses some malformed URLs, e.g. "http://[x"
         raise InputError(f"{base}: line {line}: bad URI {ref!r} ({exc})") from None
+
+
+def _with_query_of(base: str, resolved: str) -> str:
+    """``resolved`` with the query of ``base``, when it has none and lives on the same scheme, host and port."""
+    there, here = urlsplit(base), urlsplit(resolved)
+    if not there.query or here.query or (here.scheme.lower(), here.netloc.lower()) != (there.scheme.lower(),
+                                                                                       there.netloc.lower()):
+        return resolved
+    return urlunsplit(here._replace(query=there.query))

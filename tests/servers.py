@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 import socket
 import threading
 import time
 from collections import Counter
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from typing import Callable, NamedTuple
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 
 class LoopbackServer:
@@ -55,13 +58,26 @@ class QuietHandler(BaseHTTPRequestHandler):
         pass
 
 
+class Request(NamedTuple):
+    """A request as a server saw it."""
+
+    path: str  # unquoted, without the query
+    query: str
+    headers: Message
+
+
 class StaticServer(LoopbackServer):
     """Serves a folder. ``ignore_range`` answers 200 with the whole file, as some CDNs do.
 
     ``faults`` maps a path to the faults to inject, one per request, before serving it
     normally: an HTTP status (429 comes with ``Retry-After: 1``), ``"drop"`` (close the
     connection without an answer), ``"truncate"`` (announce the whole length, send half, close)
-    or ``"slow"`` (answer after ``slow_seconds``)."""
+    or ``"slow"`` (answer after ``slow_seconds``).
+
+    ``redirects`` maps a path to where it has moved: a Location (answered with 302), or
+    (status, Location). ``gate``, given each Request, returns an HTTP status to refuse it with
+    (a server that wants a header, a cookie or a signed query), or None to serve it.
+    ``requests`` records every request, in order of arrival."""
 
     def __init__(self, root: Path, *, ignore_range: bool = False, quiet: bool = False):
         self.root = root
@@ -70,6 +86,9 @@ class StaticServer(LoopbackServer):
         self.slow_seconds = 3.0
         self.hits: Counter[str] = Counter()
         self.faults: dict[str, list[int | str]] = {}
+        self.redirects: dict[str, str | tuple[int, str]] = {}
+        self.gate: Callable[[Request], int | None] | None = None
+        self.requests: list[Request] = []
         super().__init__(quiet=quiet)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -79,8 +98,17 @@ class StaticServer(LoopbackServer):
             def do_GET(self) -> None:
                 path = unquote(urlsplit(self.path).path)
                 server.hits[path] += 1
+                request = Request(path, urlsplit(self.path).query, self.headers)
+                server.requests.append(request)
                 if server.delay:
                     time.sleep(server.delay)
+                refusal = server.gate(request) if server.gate else None
+                if refusal:
+                    return self._send(refusal, b"refused")
+                moved = server.redirects.get(path)
+                if moved:
+                    status, location = moved if isinstance(moved, tuple) else (302, moved)
+                    return self._send(status, b"moved", {"Location": location})
                 pending = server.faults.get(path)
                 fault = pending.pop(0) if pending else None
                 if isinstance(fault, int):
@@ -111,6 +139,51 @@ class StaticServer(LoopbackServer):
             def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
                 for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+class ForwardProxy(LoopbackServer):
+    """A plain-http forward proxy: takes absolute-form requests (``GET http://host:port/path``),
+    records their URLs in ``urls`` and forwards them, answering with what the server answered."""
+
+    _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
+                             "transfer-encoding", "upgrade", "content-length"})
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        super().__init__(quiet=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:
+                target = urlsplit(self.path)
+                if target.scheme != "http" or not target.hostname:
+                    return self._send(400, [], b"a proxy wants absolute-form http URLs")
+                proxy.urls.append(self.path)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy._HOP_BY_HOP}
+                upstream = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=10)
+                try:
+                    upstream.request("GET", urlunsplit(("", "", target.path or "/", target.query, "")),
+                                     headers=headers)
+                    answer = upstream.getresponse()
+                    body = answer.read()
+                except OSError:
+                    return self._send(502, [], b"upstream failed")
+                finally:
+                    upstream.close()
+                kept = [(k, v) for k, v in answer.getheaders() if k.lower() not in proxy._HOP_BY_HOP]
+                self._send(answer.status, kept, body)
+
+            def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
