@@ -23,7 +23,7 @@ from .errors import ApiError, KeyUnavailable, plural
 from .http import Answer, Failure, HttpClient
 from .playlist import KeyRef
 from .ratelimit import RateLimiter
-from .retry import Backoff, retry_after_seconds
+from .retry import Backoff, Retry, retry_after_seconds
 from .signer import sign_get
 
 log = logging.getLogger("hlsdecrypt")
@@ -111,26 +111,23 @@ class ApiKeySource:
 
     def fetch(self, key_id: str) -> DataKey:
         """The key of ``key_id``, retrying what is worth retrying; ApiError otherwise."""
-        delays = self.backoff.delays()
         not_found = 0
-        attempt = 1
-        while True:
-            try:
-                return self._request(key_id)
-            except ApiError as exc:
-                if exc.code in NOT_FOUND_CODES:
-                    not_found += 1
-                    if not_found > NOT_FOUND_RETRIES:
-                        raise
-                elif not exc.retryable:
-                    raise
-                delay = next(delays, None)
-                if delay is None:
-                    raise ApiError(f"{exc} (gave up after {plural(attempt, 'attempt')})", code=exc.code,
-                                   request_id=exc.request_id, status=exc.status) from None
-                log.info("%s: %s; retrying in %.1fs", ACTION, exc, delay)
-                self.backoff.wait(delay, exc.retry_after)
-                attempt += 1
+
+        def retry_on(exc: Exception) -> Retry | None:
+            nonlocal not_found
+            if not isinstance(exc, ApiError):
+                return None
+            if exc.code in NOT_FOUND_CODES:  # a live recording's key may appear late: a little patience
+                not_found += 1
+                return Retry(str(exc)) if not_found <= NOT_FOUND_RETRIES else None
+            return Retry(str(exc), exc.retry_after) if exc.retryable else None
+
+        def give_up(exc: Exception, attempts: int) -> ApiError:
+            assert isinstance(exc, ApiError)
+            return ApiError(f"{exc} (gave up after {plural(attempts, 'attempt')})", code=exc.code,
+                            request_id=exc.request_id, status=exc.status)
+
+        return self.backoff.run(lambda: self._request(key_id), retry_on=retry_on, give_up=give_up, what=ACTION)
 
     def _request(self, key_id: str) -> DataKey:
         parts = urlsplit(self.endpoint)

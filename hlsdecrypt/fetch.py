@@ -19,7 +19,7 @@ from .crypto import Buffer
 from .errors import FetchError, InputError, UsageError, plural
 from .http import Failure, HttpClient, RequestOptions
 from .playlist import MAX_PART, ByteRange
-from .retry import Backoff, retry_after_seconds
+from .retry import Backoff, Retry, retry_after_seconds
 from .uris import is_url, scheme_of
 
 log = logging.getLogger("hlsdecrypt")
@@ -215,21 +215,14 @@ class Fetcher:
 
     def _read_http(self, url: str, byterange: ByteRange | None, limit: int, *, compressed: bool = False,
                    deadline: float | None = None) -> tuple[Buffer, str]:
-        backoff = self.backoff
-        assert backoff is not None  # set in __post_init__
-        delays = backoff.delays()
-        attempt = 1
-        while True:
-            try:
-                return self._get_once(url, byterange, limit, compressed, deadline)
-            except _Retryable as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    tries = f" (gave up after {plural(attempt, 'attempt')})" if attempt > 1 else ""
-                    raise FetchError(f"{url}: {exc}{tries}") from None
-                log.info("%s: %s; retrying in %.1fs", url, exc, delay)
-                backoff.wait(delay, exc.retry_after)
-                attempt += 1
+        assert self.backoff is not None  # set in __post_init__
+
+        def give_up(exc: Exception, attempts: int) -> FetchError:
+            tries = f" (gave up after {plural(attempts, 'attempt')})" if attempts > 1 else ""
+            return FetchError(f"{url}: {exc}{tries}")
+
+        return self.backoff.run(lambda: self._get_once(url, byterange, limit, compressed, deadline),
+                                retry_on=_retry_on, give_up=give_up, what=url)
 
     def _get_once(self, url: str, byterange: ByteRange | None, limit: int, compressed: bool,
                   deadline: float | None) -> tuple[Buffer, str]:
@@ -259,6 +252,10 @@ class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float = 0.0):
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+def _retry_on(exc: Exception) -> Retry | None:
+    return Retry(str(exc), exc.retry_after) if isinstance(exc, _Retryable) else None
 
 
 @contextmanager

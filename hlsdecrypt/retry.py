@@ -8,14 +8,18 @@ tests run instantly and deterministically.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from . import stop
+
+log = logging.getLogger("hlsdecrypt")
+T = TypeVar("T")
 
 _DELAY_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")  # RFC 9110 wants digits; a fraction is read, not refused
 
@@ -54,3 +58,35 @@ class Backoff:
     def wait(self, delay: float, at_least: float = 0.0) -> None:
         """Sleep ``delay``, or longer when the server asked for it (``Retry-After``)."""
         self.sleep(max(delay, min(at_least, self.cap * 3)))
+
+    def run(self, attempt: Callable[[], T], *, retry_on: Callable[[Exception], Retry | None],
+            give_up: Callable[[Exception, int], Exception], what: str) -> T:
+        """``attempt()`` until it succeeds, ``retry_on`` says an error is final, or the attempts
+        run out (then ``give_up(last error, attempts made)`` is raised).
+
+        Whether to retry is the caller's decision (``retry_on``: None for final, else why and how
+        long the server asked to wait); how long to wait is this object's.
+        """
+        delays = self.delays()
+        made = 1
+        while True:
+            try:
+                return attempt()
+            except Exception as exc:  # noqa: BLE001 - the caller's classifier decides
+                verdict = retry_on(exc)
+                if verdict is None:
+                    raise
+                delay = next(delays, None)
+                if delay is None:
+                    raise give_up(exc, made) from None
+                log.info("%s: %s; retrying in %.1fs", what, verdict.reason, delay)
+                self.wait(delay, verdict.after)
+                made += 1
+
+
+@dataclass(frozen=True)
+class Retry:
+    """An attempt failed in a way another may mend; the server may have asked to wait ``after`` seconds."""
+
+    reason: str
+    after: float = 0.0
