@@ -23,7 +23,7 @@ def sha256(path: Path) -> str:
 def fixtures(tmp_path: Path) -> Path:
     """A private copy of fixtures/, so a test may change or break files freely."""
     copy = tmp_path / "fixtures"
-    shutil.copytree(FIXTURES, copy)
+    shutil.copytree(FIXTURES, copy, copy_function=shutil.copyfile)  # no metadata: twice as fast
     return copy
 
 

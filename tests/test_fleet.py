@@ -163,7 +163,7 @@ def _hlsdecrypt(*argv: str, env: dict[str, str]) -> subprocess.Popen:
 @needs_redis
 def test_four_machines_ask_each_key_once_never_too_fast_and_decrypt_byte_identical(store_url, redis_server,
                                                                                      tmp_path):
-    rate = 5.0
+    rate = 10.0
     folders, keys = _make_streams(tmp_path, 8, rotate=2)
     assert len(keys) == 24
     batch = tmp_path / "batch.txt"
