@@ -133,8 +133,7 @@ class ApiKeySource:
         parts = urlsplit(self.endpoint)
         path = parts.path or "/"
         query, headers = sign_get(parts.netloc, path, [("Action", ACTION), ("Version", VERSION), ("KeyID", key_id)],
-                                  self.credentials.access_key, self.credentials.secret_key, self.region, SERVICE,
-                                  session_token=self.credentials.session_token)
+                                  self.credentials, self.region, SERVICE)
         url = f"{parts.scheme}://{parts.netloc}{path}?{query}"
         what = f"KeyID {key_id}"
         assert self._http is not None

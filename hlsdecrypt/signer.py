@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from datetime import datetime, timezone
 from typing import Iterable
 from urllib.parse import quote
+
+from .credentials import Credentials
+
+log = logging.getLogger("hlsdecrypt")
 
 ALGORITHM = "HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -51,20 +56,26 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
     return key
 
 
-def sign_get(netloc: str, path: str, params: Iterable[tuple[str, str]], access_key: str, secret_key: str,
-             region: str, service: str, now: datetime | None = None,
-             session_token: str = "") -> tuple[str, dict[str, str]]:
+def sign_get(netloc: str, path: str, params: Iterable[tuple[str, str]], credentials: Credentials,
+             region: str, service: str, now: datetime | None = None) -> tuple[str, dict[str, str]]:
     """Sign a GET with an empty body: returns the canonical query string to send and the headers.
 
-    A ``session_token`` (temporary credentials) is sent as ``X-Security-Token`` and signed.
+    The keys stay inside their ``Credentials``; a session token (temporary credentials) is sent
+    as ``X-Security-Token`` and signed.
     """
+    access_key, secret_key = credentials.access_key, credentials.secret_key
+    session_token = credentials.session_token or ""
     x_date = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     query = canonical_query(params)
     signed = {"host": canonical_host(netloc), "x-content-sha256": EMPTY_SHA256, "x-date": x_date}
     if session_token:
         signed["x-security-token"] = session_token
     scope = credential_scope(x_date[:8], region, service)
-    to_sign = string_to_sign(x_date, scope, canonical_request("GET", path, query, signed, EMPTY_SHA256))
+    canonical = canonical_request("GET", path, query, signed, EMPTY_SHA256)
+    to_sign = string_to_sign(x_date, scope, canonical)
+    if log.isEnabledFor(logging.DEBUG):  # what a user needs when the server says SignatureDoesNotMatch
+        shown = canonical.replace(session_token, "<session token>") if session_token else canonical
+        log.debug("signed request:\n%s\nstring to sign:\n%s", shown, to_sign)
     key = signing_key(secret_key, x_date[:8], region, service)
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     headers = {

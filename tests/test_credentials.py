@@ -191,8 +191,8 @@ def _get(api: FakeLiveApi, ak: str, sk: str, token: str = "", extra: dict[str, s
     """A request signed by hand, with headers added after signing: the SignatureDoesNotMatch message or 'ok'."""
     netloc = urlsplit(api.url).netloc
     query, headers = sign_get(netloc, "/", [("Action", "GetHLSEncryptDataKey"), ("Version", "2023-01-01"),
-                                            ("KeyID", FIRST_KEY_ID)], ak, sk, api.region, "live",
-                              datetime.now(timezone.utc), session_token=token)
+                                            ("KeyID", FIRST_KEY_ID)], Credentials(ak, sk, session_token=token),
+                              api.region, "live", datetime.now(timezone.utc))
     response = requests.get(f"{api.url}/?{query}", headers={**headers, **(extra or {})}, timeout=5)
     error = response.json()["ResponseMetadata"].get("Error")
     return f"{error['Code']}: {error['Message']}" if error else "ok"

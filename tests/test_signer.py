@@ -12,10 +12,12 @@ the session token one recorded both through ``SignerV4.sign`` with
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 import pytest
 
+from hlsdecrypt.credentials import Credentials
 from hlsdecrypt.signer import canonical_host, sign_get
 
 AK, SK = "AKLTexampleaccesskeyid", "ZXhhbXBsZXNlY3JldGtleQ=="
@@ -34,7 +36,7 @@ VECTORS = [
 @pytest.mark.parametrize("host, key_id, region, x_date, signature", VECTORS, ids=[v[0] for v in VECTORS])
 def test_signature_matches_the_official_sdk(host, key_id, region, x_date, signature):
     now = datetime.strptime(x_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    query, headers = sign_get(host, "/", [*PARAMS, ("KeyID", key_id)], AK, SK, region, "live", now)
+    query, headers = sign_get(host, "/", [*PARAMS, ("KeyID", key_id)], Credentials(AK, SK), region, "live", now)
     assert headers == {
         "Host": host,
         "X-Date": x_date,
@@ -52,8 +54,8 @@ STS_TOKEN = "STS2eyJMVFJvbGVTZXNzaW9uIjoiZXhhbXBsZSJ9+/=.example-token"
 def test_session_token_is_sent_and_signed_as_the_official_sdk_does():
     now = datetime(2025, 3, 12, 8, 45, 1, tzinfo=timezone.utc)
     params = [*PARAMS, ("KeyID", "08e765a4da0c4028755c3c")]
-    _, headers = sign_get("live.volcengineapi.com", "/", params, STS_AK, STS_SK, "cn-north-1", "live", now,
-                          session_token=STS_TOKEN)
+    _, headers = sign_get("live.volcengineapi.com", "/", params, Credentials(STS_AK, STS_SK, session_token=STS_TOKEN),
+                          "cn-north-1", "live", now)
     assert headers == {
         "Host": "live.volcengineapi.com",
         "X-Date": "20250312T084501Z",
@@ -66,16 +68,24 @@ def test_session_token_is_sent_and_signed_as_the_official_sdk_does():
 
 
 def test_without_a_session_token_no_token_header_is_sent_or_signed():
-    _, headers = sign_get("h", "/", PARAMS, AK, SK, "r", "live", session_token="")
+    _, headers = sign_get("h", "/", PARAMS, Credentials(AK, SK), "r", "live")
     assert "X-Security-Token" not in headers
     assert "SignedHeaders=host;x-content-sha256;x-date," in headers["Authorization"]
 
 
 def test_canonical_query_is_sorted_and_percent_encoded():
-    query, _ = sign_get("h", "/", [*PARAMS, ("KeyID", "a b/c+d~é")], AK, SK, "r", "live")
+    query, _ = sign_get("h", "/", [*PARAMS, ("KeyID", "a b/c+d~é")], Credentials(AK, SK), "r", "live")
     assert query == "Action=GetHLSEncryptDataKey&KeyID=a%20b%2Fc%2Bd~%C3%A9&Version=2023-01-01"
 
 
 def test_default_ports_are_not_signed():
     assert canonical_host("live.volcengineapi.com:443") == "live.volcengineapi.com"
     assert canonical_host("127.0.0.1:8080") == "127.0.0.1:8080"
+
+
+def test_the_debug_log_shows_what_was_signed_but_never_the_session_token(caplog):
+    caplog.set_level(logging.DEBUG, logger="hlsdecrypt")
+    sign_get("h", "/", PARAMS, Credentials(STS_AK, STS_SK, session_token=STS_TOKEN), "r", "live")
+    text = caplog.text
+    assert "string to sign:" in text and "x-date:" in text and "<session token>" in text
+    assert STS_TOKEN not in text and STS_SK not in text
