@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from servers import LoopbackServer, QuietHandler
@@ -185,3 +189,18 @@ class FakeLiveApi(LoopbackServer):
                 self.wfile.write(body)
 
         return Handler
+
+
+def everything_printed(api: FakeLiveApi, playlist: Path, tmp_path: Path, *extra: str) -> str:
+    """Two verbose decrypts through ``api``, one failing (a retried error, then a fatal one) and one
+    passing: all they print and all they leave in the cache folder, as one text to search for secrets."""
+    api.script = ["InternalError", "RequestForbidden"]
+    env = {**os.environ, "HLSDECRYPT_API_ENDPOINT": api.url}
+    base = [sys.executable, "-m", "hlsdecrypt", "decrypt", str(playlist), "-o", str(tmp_path / "out.ts"),
+            "--api-rate", "20", "-v"]
+    failed = subprocess.run(base, env=env, capture_output=True, text=True)
+    passed = subprocess.run([*base, *extra], env=env, capture_output=True, text=True)
+    assert failed.returncode == 4 and "RequestForbidden" in failed.stderr
+    assert passed.returncode == 0 and "key from GetHLSEncryptDataKey" in passed.stderr
+    left_behind = [p.read_bytes().decode("latin-1") for p in (tmp_path / "cache" / "hlsdecrypt").iterdir()]
+    return "\n".join([failed.stdout, failed.stderr, passed.stdout, passed.stderr, *left_behind])

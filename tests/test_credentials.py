@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +12,7 @@ import pytest
 import requests
 
 from conftest import FIXTURES, sha256
-from fake_volc import AK, SK, STS_AK, STS_SK, STS_TOKEN, FakeLiveApi
+from fake_volc import AK, SK, STS_AK, STS_SK, STS_TOKEN, FakeLiveApi, everything_printed
 
 from hlsdecrypt.credentials import Credentials, find_credentials
 from hlsdecrypt.signer import sign_get
@@ -171,16 +168,7 @@ def test_temporary_credentials_without_their_token_are_refused(run, sts_api, tmp
 
 def test_no_secret_of_temporary_credentials_appears_in_any_output(sts_api, tmp_path):
     """Full runs, verbose, failing and succeeding: grep everything they print or leave behind."""
-    sts_api.script = ["InternalError", "RequestForbidden"]
-    env = {**os.environ, "HLSDECRYPT_API_ENDPOINT": sts_api.url}
-    base = [sys.executable, "-m", "hlsdecrypt", "decrypt", str(LIVE / "index.m3u8"), "-o", str(tmp_path / "out.ts"),
-            "--api-rate", "20", "-v"]
-    failed = subprocess.run(base, env=env, capture_output=True, text=True)
-    passed = subprocess.run(base, env=env, capture_output=True, text=True)
-    assert failed.returncode == 4 and "RequestForbidden" in failed.stderr
-    assert passed.returncode == 0 and "key from GetHLSEncryptDataKey" in passed.stderr
-    left_behind = [p.read_bytes().decode("latin-1") for p in (tmp_path / "cache" / "hlsdecrypt").iterdir()]
-    text = "\n".join([failed.stdout, failed.stderr, passed.stdout, passed.stderr, *left_behind])
+    text = everything_printed(sts_api, LIVE / "index.m3u8", tmp_path)
     assert [s for s in (STS_AK, STS_SK, STS_TOKEN) if s in text] == []
 
 
