@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 _HOMES = {
     # what to do
     "decrypt": "pipeline", "verify": "verification", "verify_all": "verification", "encrypt": "encryption", "list_keys": "inventory",
-    "export_keys": "inventory", "key_chain": "keys",
+    "export_keys": "inventory", "key_chain": "keys", "remux": "remuxing",
     # what to do it with
     "KeyChain": "keys", "Fetcher": "fetch", "request_options": "http", "RequestOptions": "http", "Credentials": "credentials", "DataKey": "crypto",
     # what comes back

@@ -302,7 +302,7 @@ def _decrypt_and_remux(stream: Stream, chosen: tuple[Rendition, ...], target: st
     Kept, they sit beside the output under their usual names; otherwise under hidden ones, which
     a re-run with ``resume`` can still continue.
     """
-    from .remux import remux  # PyAV or ffmpeg: only for those who ask
+    from .remuxing import remux  # PyAV or ffmpeg: only for those who ask
 
     folder, name = os.path.split(os.path.abspath(target))
     base = os.path.splitext(target)[0] if keep_ts else os.path.join(folder, f".{name}")

@@ -96,3 +96,18 @@ def test_missing_keys_and_bad_input_raise_their_own_classes(tmp_path):
     with pytest.raises(InputError, match="line 1"):
         decrypt(str(tmp_path / "bad.m3u8"), tmp_path / "out.ts")
     assert not (tmp_path / "out.ts").exists()
+
+
+def test_every_public_name_is_what_it_says_even_after_every_module_is_imported():
+    """A lazily exported function named like a submodule would be shadowed by that module."""
+    import importlib
+    import pkgutil
+    import types
+
+    import hlsdecrypt
+
+    for module in pkgutil.iter_modules(hlsdecrypt.__path__):
+        if module.name != "__main__":
+            importlib.import_module(f"hlsdecrypt.{module.name}")
+    for name in hlsdecrypt.__all__:
+        assert not isinstance(getattr(hlsdecrypt, name), types.ModuleType), name

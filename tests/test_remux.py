@@ -23,7 +23,7 @@ import pytest
 from conftest import FIXTURES
 
 from hlsdecrypt.errors import InputError, OutputError, UsageError
-from hlsdecrypt.remux import _copy_of, remux  # _copy_of: a stream copy on any PyAV from 12 on
+from hlsdecrypt.remuxing import _copy_of, remux  # _copy_of: a stream copy on any PyAV from 12 on
 
 try:
     import av
