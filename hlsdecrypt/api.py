@@ -22,7 +22,7 @@ from .crypto import DataKey
 from .errors import ApiError, KeyUnavailable, plural
 from .http import Answer, Failure, HttpClient
 from .playlist import KeyRef
-from .ratelimit import RateLimiter
+from .ratelimit import Limiter, RateLimiter
 from .retry import Backoff, Retry, retry_after_seconds
 from .signer import sign_get
 
@@ -88,7 +88,7 @@ class ApiKeySource:
     rate: float = 1.0
     timeout: float = 10.0
     backoff: Backoff = field(default_factory=lambda: Backoff(attempts=6, base=1.0, cap=30.0))
-    limiter: RateLimiter | None = None
+    limiter: Limiter | None = None
     name: str = ACTION
     _http: HttpClient | None = field(default=None, repr=False)
 

@@ -38,6 +38,12 @@ class KeySource(Protocol):
     def lookup(self, ref: KeyRef) -> DataKey | None: ...
 
 
+class KeyKeeper(Protocol):
+    """Where proved keys are kept: a key cache file, a fleet's store, or both."""
+
+    def store(self, ref: KeyRef, key: DataKey) -> None: ...
+
+
 class StaticKey:
     """One key for every encrypted segment (``key=``, ``--key``)."""
 
@@ -126,7 +132,7 @@ class NoCredentials:
 class KeyChain:
     """Asks each source in turn for each distinct key (by KeyID, else by key URI), once."""
 
-    def __init__(self, sources: Iterable[KeySource], *, cache: KeyCache | None = None,
+    def __init__(self, sources: Iterable[KeySource], *, cache: KeyKeeper | None = None,
                  stop_after_failure: bool = True):
         """``cache``, when given, keeps every key found by a source other than itself once the
         key has proved itself on a part (``confirm``); put it among ``sources`` too, where it

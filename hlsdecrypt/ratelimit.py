@@ -23,7 +23,7 @@ import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator, Protocol
 
 from . import stop
 from .errors import UsageError
@@ -39,6 +39,12 @@ _owners = itertools.count(1)
 def lock_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "hlsdecrypt"
+
+
+class Limiter(Protocol):
+    """What the API client needs of a limit: this machine's (RateLimiter) or a fleet's (in Redis)."""
+
+    def turn(self) -> ContextManager[None]: ...
 
 
 class RateLimiter:
