@@ -56,6 +56,7 @@ class Progress:
         self._drawn_at = float("-inf")
         self._line_open = False
         self._drawn = False  # anything drawn at all: then the last state is drawn at the end
+        self._last = ""
         self._printed = 0  # plain lines printed
         self._printed_at, self._printed_tenth = self.began, 0
         self._finished = False
@@ -159,7 +160,7 @@ class Progress:
             pieces = [f"{int(100 * min(fraction, 1.0))}% {self.done}/{self.parts} parts", size]
             seconds = now - self.run_began
             if self.run_bytes and seconds > 0:
-                pieces.append(f"{self.run_bytes / seconds / 1e6:,.1f} MB/s")
+                pieces.append(_rate(self.run_bytes / seconds))
             pieces.append(elapsed)
             left = self._seconds_left(total, seconds, keys)
             if left is not None and self.done < self.parts:
@@ -216,7 +217,10 @@ class Progress:
         now = self.clock()
         if force or now - self._drawn_at >= self.period:
             self._drawn_at = now
-            self._write("\r\x1b[2K" + self._fit(self.line()))
+            text = self._fit(self.line())
+            if text != self._last or not self._line_open:  # a ticker's redraw of the same line costs nothing
+                self._write("\r\x1b[2K" + text)
+            self._last = text
             self._line_open = self._drawn = True
 
     def _plain_due(self) -> bool:
@@ -297,5 +301,10 @@ def _clock(seconds: float) -> str:
 
 
 def _mb(size: float, scale: float) -> str:
-    """Megabytes, with a decimal while the whole is small enough for it to matter."""
-    return f"{size / 1e6:,.1f}" if scale < 100e6 else f"{size / 1e6:,.0f}"
+    """Megabytes, with decimals while the whole is small enough for them to matter."""
+    return f"{size / 1e6:,.2f}" if scale < 10e6 else f"{size / 1e6:,.1f}" if scale < 100e6 else f"{size / 1e6:,.0f}"
+
+
+def _rate(per_second: float) -> str:
+    """``11.4 MB/s``; on a slow link ``96 kB/s``, not ``0.1 MB/s``."""
+    return f"{per_second / 1e6:,.1f} MB/s" if per_second >= 1e6 else f"{per_second / 1e3:,.0f} kB/s"
