@@ -46,6 +46,8 @@ def run(capsys):
 
 @pytest.fixture(autouse=True)
 def no_shared_key_store(monkeypatch):
-    """A developer's own HLSDECRYPT_KEY_STORE must not join the tests to a real fleet's Redis."""
+    """A developer's own HLSDECRYPT_KEY_STORE must not join the tests to a real fleet's Redis,
+    nor a developer's own config file change the defaults the tests expect."""
     monkeypatch.delenv("HLSDECRYPT_KEY_STORE", raising=False)
     monkeypatch.delenv("HLSDECRYPT_KEY_STORE_SECRET", raising=False)
+    monkeypatch.setenv("HLSDECRYPT_CONFIG", "")
