@@ -196,7 +196,8 @@ def _value(where: str, name: str, action: argparse.Action, raw: Any, folder: str
             _refuse_secret_header(where, value)
         return values
     if action.type in (int, float):
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (action.type is int and isinstance(raw, float)):
+        wanted = (int,) if action.type is int else (int, float)
+        if isinstance(raw, bool) or not isinstance(raw, wanted):  # TOML's true is no number, nor 2.5 a count
             raise UsageError(f"{where}: want {'a whole number' if action.type is int else 'a number'}")
         value = action.type(raw)
     else:
