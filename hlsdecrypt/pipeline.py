@@ -228,8 +228,8 @@ def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain
             folder = output
         elif output != "-":
             check_target(output, force=force, inputs=inputs)  # before any work
-    progress = progress or _NoProgress()
-    progress.status("fetching playlist…")
+    if progress is not None:
+        progress.status("fetching playlist…")
     with _finishing(progress), _chain(keys, fetcher) as chain:
         playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
         target = os.path.join(folder, output_name(source, playlist)) if folder else output
@@ -290,12 +290,13 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
 
 
 @contextmanager
-def _finishing(progress: ProgressSink) -> Iterator[None]:
+def _finishing(progress: ProgressSink | None) -> Iterator[None]:
     """The display ends with the run, however it ends (after the output is in place or removed)."""
     try:
         yield
     finally:
-        progress.finish()
+        if progress is not None:
+            progress.finish()
 
 
 def expected_sizes(parts: Sequence[Part], fetcher: Fetcher) -> list[int | None]:
