@@ -9,6 +9,7 @@ each (never a key's value), how it ended and how long it took. Its shape is
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -32,23 +33,22 @@ class RunSummary:
         self.streams: list[dict[str, Any]] = []
 
     def decrypted(self, source: str, output: str, result: DecryptResult, keys: KeyChain, seconds: float) -> None:
-        used = {p.key.identity for p in result.playlist.parts if p.key and not p.gap}
+        parts = [result, *getattr(result, "renditions", ())]  # a variant's renditions, where decrypt writes them
+        missing = [m for part in parts for m in part.missing]
         self.streams.append({
             "source": source,
             "output": output,
-            "status": INCOMPLETE if result.missing else OK,
+            "status": INCOMPLETE if missing else OK,
             "playlist": result.playlist.uri,
             "variant": {"uri": result.variant.uri, "bandwidth": result.variant.bandwidth,
                         "resolution": result.variant.resolution} if result.variant else None,
-            "outputs": [{"path": result.output, "bytes": result.bytes_written}],
+            "outputs": _outputs(parts, getattr(result, "remuxed", None)),
             "segments": result.segments,
             "written_segments": result.written_segments,
             "gaps": result.gaps,
-            "missing": list(result.missing),
+            "missing": missing,
             "resumed_after_parts": result.resumed_after,
-            "keys": [{"key_id": ref.key_id, "uri": ref.shown_uri, "line": ref.line,
-                      "source": keys.supplied_by.get(ref.identity)}
-                     for ref in result.playlist.keys if ref.identity in used],
+            "keys": _keys(parts, keys),
             "seconds": round(seconds, 3),
             "error": None,
         })
@@ -78,3 +78,24 @@ class RunSummary:
 
     def write(self, target: Target, exit_code: int) -> None:
         write_output(target, (json.dumps(self.document(exit_code), indent=2) + "\n").encode("utf-8"))
+
+
+def _outputs(parts: list[DecryptResult], remuxed: str | None) -> list[dict[str, Any]]:
+    """The files the stream left: the clear stream and its renditions (unless a remux consumed them), the remux."""
+    found = [{"path": part.output, "bytes": part.bytes_written, "what": getattr(part, "label", "") or "stream"}
+             for part in parts if part.output == "-" or os.path.isfile(part.output) or not remuxed]
+    if remuxed:
+        found.append({"path": remuxed, "bytes": os.path.getsize(remuxed), "what": "remux"})
+    return found
+
+
+def _keys(parts: list[DecryptResult], keys: KeyChain) -> list[dict[str, Any]]:
+    """Each distinct key of the parts written or skipped, in order of first use, with who supplied it."""
+    found: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        used = {p.key.identity for p in part.playlist.parts if p.key and not p.gap}
+        for ref in part.playlist.keys:
+            if ref.identity in used and ref.identity not in found:
+                found[ref.identity] = {"key_id": ref.key_id, "uri": ref.shown_uri, "line": ref.line,
+                                       "source": keys.supplied_by.get(ref.identity)}
+    return list(found.values())

@@ -542,7 +542,8 @@ def test_json_summary_says_what_was_written_and_which_source_gave_each_key(run, 
     document = _summary(summary)
     assert (document["result"], document["exit_code"], document["counts"]["ok"]) == ("ok", 0, 1)
     [stream] = document["streams"]
-    assert stream["outputs"] == [{"path": str(out), "bytes": out.stat().st_size}] and sha256(out) == CLEAR_SHA
+    assert stream["outputs"] == [{"path": str(out), "bytes": out.stat().st_size, "what": "stream"}]
+    assert sha256(out) == CLEAR_SHA
     assert (stream["status"], stream["segments"], stream["written_segments"], stream["gaps"]) == ("ok", 6, 6, 0)
     assert [k["key_id"] for k in stream["keys"]] == list(LIVE_KEYS)
     assert {k["source"] for k in stream["keys"]} == {f"keys file {FIXTURES / 'live_rotation/keys.json'}"}
