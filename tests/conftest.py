@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -51,3 +52,14 @@ def no_shared_key_store(monkeypatch):
     monkeypatch.delenv("HLSDECRYPT_KEY_STORE", raising=False)
     monkeypatch.delenv("HLSDECRYPT_KEY_STORE_SECRET", raising=False)
     monkeypatch.setenv("HLSDECRYPT_CONFIG", "")
+
+
+@pytest.fixture(autouse=True)
+def fresh_logger():
+    """main() sets up the process's logger (its own handler, no propagation): undo it after each test,
+    so that a later test's caplog sees the records again whichever tests ran before it."""
+    yield
+    log = logging.getLogger("hlsdecrypt")
+    log.handlers.clear()
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
