@@ -207,9 +207,9 @@ def _value(where: str, name: str, action: argparse.Action, raw: Any, folder: str
         if action.metavar == "FILE":  # ~ as a shell would; a relative path from the config file's folder
             value = os.path.join(folder, os.path.expanduser(raw))
         elif action.metavar == "URL" and (urlsplit(raw).password or urlsplit(raw).username):
-            instead = "$HLSDECRYPT_KEY_STORE" if name == "key-store" else "the command line"
+            instead = "in $HLSDECRYPT_KEY_STORE" if name == "key-store" else "on the command line"
             raise UsageError(f"{where}: the URL holds credentials, and credentials never live in the config "
-                             f"file: give this URL in {instead}")
+                             f"file: give this URL {instead}")
     if action.choices is not None and value not in action.choices:
         raise UsageError(f"{where}: want one of {', '.join(map(str, action.choices))}, not {value!r}")
     return value
@@ -218,7 +218,7 @@ def _value(where: str, name: str, action: argparse.Action, raw: Any, folder: str
 def _refuse_secret_header(where: str, value: str) -> None:
     name = value.partition(":")[0].strip()
     if name.lower() in SECRET_HEADERS:
-        raise UsageError(f"{where}: a {name} header is a credential, and credentials never live in the config "
+        raise UsageError(f"{where}: the {name} header is a credential, and credentials never live in the config "
                          "file: give it with --header on the command line")
 
 

@@ -432,7 +432,7 @@ def test_a_secret_header_in_the_config_is_refused():
     from hlsdecrypt.config import _value
 
     action = argparse._AppendAction(["--header"], "header", default=[])
-    with pytest.raises(UsageError, match="config.toml: header: a Authorization header is a credential"):
+    with pytest.raises(UsageError, match="config.toml: header: the Authorization header is a credential"):
         _value("config.toml: header", "header", action, ["Authorization: Bearer s3cret"], "/")
 
 
