@@ -4,30 +4,36 @@ one place errors become exit codes."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
 import signal
 import sys
 import threading
-from typing import Sequence
+import time
+from typing import Callable, Iterator, Sequence
 
 from . import __version__, stop
 from .api import DEFAULT_ENDPOINT, DEFAULT_REGION
+from .completion import SHELLS, script
+from .config import load_config
 from .encryption import DEFAULT_KEY_URI, IV_MODES, encrypt
-from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, KeyStoreError, OutputExists,
-                     SegmentError, UsageError, VerificationFailed, plural)
+from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, KeyStoreError, OutputError,
+                     OutputExists, SegmentError, UsageError, VerificationFailed, plural)
 from .fetch import DEADLINE, Fetcher
 from .fleet import KEY_STORE_ENV
 from .html_report import write_html
 from .http import request_options
 from .inventory import export_keys, list_keys
 from .keys import KEY_SOURCES, KeyChain, key_chain
+from .manpage import manpage
 from .output import check_folder
 from .pipeline import HTTP_JOBS, DecryptResult, decrypt
-from .progress import Progress
+from .progress import LogHandler, Progress, end_line
 from .report import write_json, write_junit, write_table
 from .shard import Shard
+from .summary import FAILED, SKIPPED, RunSummary
 from .uris import stream_name
 from .verification import Report, verify, verify_all
 
@@ -45,7 +51,8 @@ FLAGS = {"key": "--key", "keys_file": "--keys", "cache": "--key-cache", "source"
          "expect_rotation": "--expect-rotation", "reference": "--reference", "iv": "--iv", "rotate": "--rotate",
          "ca_bundle": "--ca-bundle", "jobs": "--jobs", "retries": "--retries", "timeout": "--timeout",
          "deadline": "--deadline", "variant": "--variant", "output": "-o", "json": "--json", "junit": "--junit",
-         "html": "--html", "export": "--export", "renditions": "--audio", "remux": "--remux"}
+         "html": "--html", "export": "--export", "renditions": "--audio", "remux": "--remux",
+         "json-summary": "--json-summary"}
 
 
 def _key_options() -> argparse.ArgumentParser:
@@ -152,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--skip-missing", action="store_true",
                    help="write what can be fetched, list the segments that could not, and exit 5")
     d.add_argument("--force", action="store_true",
-                   help="replace an existing output file (a batch otherwise skips streams whose output exists)")
+                   help="replace an existing output file (a batch otherwise skips streams whose output exists); "
+                        "with -o -, write to stdout even when it is a terminal")
+    d.add_argument("--json-summary", metavar="FILE",
+                   help="write what the run did as JSON (shape in the README): outputs, segments, gaps, missing "
+                        "parts, keys and their sources, time taken; - for stdout")
     d.add_argument("--audio", metavar="NAME|all|none", default="all",
                    help="master playlists: the chosen variant's audio and subtitle renditions to write too, each "
                         "beside the output (film.audio-English.ts): all (default), none, or one NAME or LANGUAGE")
@@ -200,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "'https://kms.example.com/get_hls_enc_key?key_id={key_id}' (default key{n}.bin, files)")
     e.add_argument("--keys", metavar="FILE", help="use these keys (KeyID -> hex), in order, instead of random ones")
     e.set_defaults(run=_run_encrypt)
+    c = sub.add_parser("completion", parents=[common], help="print a shell completion script: bash, zsh or fish",
+                       description="Print a completion script for SHELL, generated from this version's options. "
+                                   "bash: source <(hlsdecrypt completion bash); zsh: the same after compinit; "
+                                   "fish: hlsdecrypt completion fish | source.")
+    c.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash, zsh or fish")
+    c.set_defaults(run=_run_completion)
+    m = sub.add_parser("man", parents=[common], help="print the manual page (roff)",
+                       description="Print the manual page, hlsdecrypt(1), as roff: read it with "
+                                   "hlsdecrypt man | man -l -, or install it as hlsdecrypt.1.")
+    m.set_defaults(run=_run_man)
     return parser
 
 
@@ -248,10 +269,10 @@ def _batch_rows(path: str, columns: int) -> list[list[str]]:
 def _run_decrypt(args: argparse.Namespace) -> int:
     jobs = _decrypt_jobs(args)
     fetcher = _fetcher(args)
-    with _keys(args, fetcher, stop_after_failure=len(jobs) == 1) as keys:
+    with _summary(args) as finished, _keys(args, fetcher, stop_after_failure=len(jobs) == 1) as keys:
         if len(jobs) == 1 and not args.batch:
-            return _decrypt_one(args, *jobs[0], keys, fetcher)
-        return _decrypt_batch(args, jobs, keys, fetcher)
+            return finished(_decrypt_one(args, *jobs[0], keys, fetcher))
+        return finished(_decrypt_batch(args, jobs, keys, fetcher))
 
 
 def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -275,6 +296,14 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
     else:
         jobs = [(source, args.output) for source in args.sources]
     _refuse_shared_outputs(jobs)
+    to_stdout = any(output == "-" for _, output in jobs)
+    if args.json_summary:
+        check_folder(args.json_summary, "json-summary")
+        if args.json_summary == "-" and to_stdout:
+            raise UsageError("--json-summary -: stdout carries the clear stream (-o -); write the summary to a file")
+    if not args.force and to_stdout and sys.stdout.isatty():
+        raise OutputError("-o -: stdout is a terminal, and the clear stream is binary: send it to a file or a "
+                          "pipe (-o FILE, | PLAYER), or add --force to write it to the terminal all the same")
     if args.shard:  # after the check above, so that every machine refuses the same list
         jobs = Shard.parse(args.shard).take(jobs)
     return jobs
@@ -296,16 +325,62 @@ def _refuse_shared_outputs(jobs: list[tuple[str, str]]) -> None:
 
 
 def _decrypt(args: argparse.Namespace, source: str, output: str, keys: KeyChain, fetcher: Fetcher,
-             progress: Progress | None = None) -> DecryptResult:
-    return decrypt(source, output, keys=keys, fetcher=fetcher, variant=args.variant, key_id_param=args.key_id_param,
-                   jobs=args.jobs, media_check=not args.no_media_check, resume=args.resume,
-                   skip_missing=args.skip_missing, force=args.force, inputs=_inputs(args), progress=progress,
-                   renditions=args.audio, remux=args.remux, keep_ts=args.keep_ts)
+             progress: Progress | None = None, *, batch: bool = False) -> DecryptResult:
+    """One stream; with --json-summary, its outcome goes into the summary (a batch skips outputs that exist)."""
+    summary: RunSummary | None = getattr(args, "summary", None)
+    began = time.monotonic()
+    try:
+        result = decrypt(source, output, keys=keys, fetcher=fetcher, variant=args.variant,
+                         key_id_param=args.key_id_param, jobs=args.jobs, media_check=not args.no_media_check,
+                         resume=args.resume, skip_missing=args.skip_missing, force=args.force, inputs=_inputs(args),
+                         progress=progress, renditions=args.audio, remux=args.remux, keep_ts=args.keep_ts)
+    except (HlsDecryptError, KeyboardInterrupt) as exc:
+        if summary is not None:
+            skipped = batch and isinstance(exc, OutputExists)
+            code = exc.exit_code if isinstance(exc, HlsDecryptError) else EXIT_INTERRUPTED
+            summary.ended(source, output, status=SKIPPED if skipped else FAILED, exit_code=code,
+                          message=_said(exc) if isinstance(exc, HlsDecryptError) else "interrupted",
+                          seconds=time.monotonic() - began)
+        raise
+    if summary is not None:
+        summary.decrypted(source, output, result, keys, time.monotonic() - began)
+    return result
+
+
+def _progress(args: argparse.Namespace, keys: KeyChain, *, label: str = "",
+              transient: bool = False) -> Progress | None:
+    """A redrawn line on a terminal, a plain line now and then in a log; none under -q."""
+    return None if args.quiet else Progress(sys.stderr, keys=keys.progress, label=label, transient=transient)
+
+
+@contextlib.contextmanager
+def _summary(args: argparse.Namespace) -> Iterator[Callable[[int], int]]:
+    """With --json-summary, collect each stream's outcome (in ``_decrypt``) and write the summary at the
+    end, however it comes; ``finished(code)`` gives the exit code it reports."""
+    codes = [1]
+
+    def finished(code: int) -> int:
+        codes[0] = code
+        return code
+
+    if not args.json_summary:
+        yield finished
+        return
+    args.summary = RunSummary()
+    try:
+        yield finished
+    except HlsDecryptError as exc:
+        codes[0] = exc.exit_code
+        raise
+    except KeyboardInterrupt:
+        codes[0] = EXIT_INTERRUPTED
+        raise
+    finally:
+        args.summary.write(args.json_summary, codes[0])
 
 
 def _decrypt_one(args: argparse.Namespace, source: str, output: str, keys: KeyChain, fetcher: Fetcher) -> int:
-    show = sys.stderr.isatty() and not args.quiet
-    result = _decrypt(args, source, output, keys, fetcher, Progress() if show else None)
+    result = _decrypt(args, source, output, keys, fetcher, _progress(args, keys))
     where = "stdout" if result.output == "-" else result.output
     gaps = f" (skipped {plural(result.gaps, 'EXT-X-GAP segment')})" if result.gaps else ""
     kept = where if not result.remuxed or args.keep_ts else "a temporary file"
@@ -339,7 +414,8 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
     for n, (source, output) in enumerate(jobs, 1):
         keys.next_stream()
         try:
-            result = _decrypt(args, source, output, keys, fetcher)
+            shown = _progress(args, keys, label=f"[{n}/{total}] ", transient=True)
+            result = _decrypt(args, source, output, keys, fetcher, shown, batch=True)
         except OutputExists as exc:
             log.info("[%d/%d] skipped %s: %s", n, total, source, exc.message.replace(" (force=True replaces it)", ""))
             skipped += 1
@@ -453,6 +529,16 @@ def _run_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_completion(args: argparse.Namespace) -> int:
+    sys.stdout.write(script(build_parser(), args.shell))
+    return 0
+
+
+def _run_man(args: argparse.Namespace) -> int:
+    sys.stdout.write(manpage(build_parser()))
+    return 0
+
+
 # -- errors and signals ------------------------------------------------------------------
 
 def _said(exc: HlsDecryptError) -> str:
@@ -469,8 +555,13 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
+    parser = build_parser()
+    try:
+        config, config_error = load_config(parser), None
+    except UsageError as exc:  # said once logging is set up; --help still works
+        config, config_error = None, exc
+    args = parser.parse_args(argv)
+    handler = LogHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("hlsdecrypt: %(message)s"))
     log.handlers[:] = [handler]
     log.propagate = False
@@ -480,8 +571,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if on_main_thread:  # SIGTERM cleans up as Ctrl-C does
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if config_error:
+            raise config_error
         if args.verbose and args.quiet:
             raise UsageError("-v and -q ask for opposite things: give one")
+        assert config is not None
+        config.settle(args)
+        log.debug("%s", config.describe())
         return args.run(args)
     except HlsDecryptError as exc:
         log.error("error: %s", _said(exc))
@@ -505,5 +601,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _end_line() -> None:
     """Leave a progress line that Ctrl-C interrupted, so that the next message starts a line of its own."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
+    end_line(sys.stderr)

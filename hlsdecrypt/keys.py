@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Protocol
 from urllib.parse import unquote_to_bytes
 
@@ -129,6 +130,17 @@ class NoCredentials:
                              "write ~/.volc/credentials, or give credentials FILE)", option="credentials")
 
 
+@dataclass(frozen=True)
+class KeyProgress:
+    """How far the chain is with the keys of the parts last handed to ``prefetch``: for a display,
+    since two minutes of API calls would otherwise look like a hang."""
+
+    resolved: int
+    needed: int
+    asking: str = ""  # the source asked now, with its pace where it has one: "API: 1 request/s"
+    rate: float | None = None  # requests per second of that source, when it is rate-limited
+
+
 class KeyChain:
     """Asks each source in turn for each distinct key (by KeyID, else by key URI), once."""
 
@@ -145,7 +157,10 @@ class KeyChain:
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlsdecrypt-keys")
         self.resolved: dict[str, DataKey] = {}  # key identity -> key, once found
+        self.supplied_by: dict[str, str] = {}  # key identity -> the name of the source that had it
         self._unproven: dict[str, tuple[KeyRef, DataKey]] = {}  # found, not yet cached
+        self._wanted: tuple[str, ...] = ()  # identities of the keys the last prefetch asked for
+        self._asking: KeySource | None = None  # the source the key thread waits on now
 
     def prefetch(self, parts: Iterable[Part]) -> None:
         """Start resolving the keys of ``parts`` in order of first use."""
@@ -153,8 +168,19 @@ class KeyChain:
         for part in parts:
             if part.key:
                 users.setdefault(part.key.identity, (part.key, []))[1].append(part)
+        self._wanted = tuple(users)
         for ref, group in users.values():
             self._future(ref, group)
+
+    def progress(self) -> KeyProgress:
+        """Keys of the last ``prefetch`` resolved so far, and the source being asked; safe from any thread."""
+        wanted, source = self._wanted, self._asking
+        resolved = sum(identity in self.resolved for identity in wanted)
+        if source is None or resolved == len(wanted):
+            return KeyProgress(resolved, len(wanted))
+        if isinstance(source, ApiKeySource):
+            return KeyProgress(resolved, len(wanted), f"API: {_per_second(source.rate)}", source.rate)
+        return KeyProgress(resolved, len(wanted), source.name)
 
     def get(self, ref: KeyRef) -> DataKey:
         return self._future(ref, None).result()
@@ -178,6 +204,7 @@ class KeyChain:
         """Between the streams of a batch: forget failures and keys not resolved yet; keep the rest."""
         with self._lock:
             self._failed = None
+            self._wanted = ()
             for identity, future in list(self._futures.items()):
                 if not future.done() or future.exception() is not None:
                     future.cancel()
@@ -210,13 +237,17 @@ class KeyChain:
             raise KeyUnavailable(f"{ref.name} (line {ref.line}): not asked for, since {self._failed} failed")
         failures = []
         for source in self.sources:
+            self._asking = source
             try:
                 key = source.lookup(ref)
             except KeyUnavailable as exc:
                 failures.append(f"{source.name}: {exc}")
                 continue
+            finally:
+                self._asking = None
             if key is not None:
                 log.debug("%s: key from %s", ref.name, source.name)
+                self.supplied_by[ref.identity] = source.name
                 self.resolved[ref.identity] = key
                 if self._cache and source is not self._cache:
                     with self._lock:
@@ -299,6 +330,10 @@ def _api_source(credentials: Credentials, endpoint: str | None, region: str | No
     limiter = fleet.limiter(rate, credentials.access_key, endpoint, timeout) if fleet else None
     return ApiKeySource(credentials, endpoint=endpoint, region=region or region_for(endpoint), rate=rate,
                         timeout=timeout, limiter=limiter)
+
+
+def _per_second(rate: float) -> str:
+    return f"{rate:g} request{'' if rate == 1 else 's'}/s"
 
 
 def _summarise(parts: list[Part]) -> str:

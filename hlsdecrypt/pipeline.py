@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol, Sequence, TypeVar
 from urllib.parse import urlsplit
-from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol, TypeVar
 
 from .crypto import CbcDecryptor, decrypt_cbc
-from .errors import DecryptError, FetchError, InputError, OutputError, UsageError
+from .errors import DecryptError, FetchError, HlsDecryptError, InputError, OutputError, UsageError
 from .fetch import Buffer, Fetcher, Scratch
 from .keys import KeyChain, key_chain
 from .media import start_problem
@@ -37,13 +37,21 @@ R = TypeVar("R")
 
 
 class ProgressSink(Protocol):
-    def start(self, parts: int) -> None: ...
+    """Told what the run does: ``status`` before any part (``fetching playlist…``); ``start`` with the
+    parts in all, those an earlier run wrote and the sizes known in advance; ``advance`` once per part
+    written, in order; ``finish`` at the end, however it came (it may be called more than once)."""
+
+    def status(self, text: str) -> None: ...
+    def start(self, parts: int, *, done: int = 0, done_bytes: int = 0, sizes: Sequence[int | None] = ()) -> None: ...
     def advance(self, size: int) -> None: ...
     def finish(self) -> None: ...
 
 
 class _NoProgress:
-    def start(self, parts: int) -> None:
+    def status(self, text: str) -> None:
+        pass
+
+    def start(self, parts: int, *, done: int = 0, done_bytes: int = 0, sizes: Sequence[int | None] = ()) -> None:
         pass
 
     def advance(self, size: int) -> None:
@@ -268,7 +276,9 @@ def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain
             check_target(output, force=force, inputs=inputs)  # before any work
     if remux and (folder or not isinstance(output, str) or output == "-"):
         raise UsageError("remux writes a file by its name: give output a file path", option="remux")
-    with _chain(keys, fetcher) as chain:
+    if progress is not None:
+        progress.status("fetching playlist…")
+    with _finishing(progress), _chain(keys, fetcher) as chain:
         stream = load_stream(source, fetcher, variant=variant, key_id_param=key_id_param)
         chosen = _chosen_renditions(stream, renditions)
         target = os.path.join(folder, output_name(source, stream.playlist)) if folder else output
@@ -288,9 +298,8 @@ def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain
             log.warning("%s: renditions are written beside an output file; not beside this one", source)
             chosen = ()
         main = one(stream.playlist, target, force, shown=progress)
-        done = tuple(one(load_rendition(r, fetcher, key_id_param=key_id_param), rendition_path(str(target), r, p),
-                         force, r.label)
-                     for r, p in _loaded(chosen, fetcher, key_id_param))
+        done = tuple(one(playlist, rendition_path(str(target), r, playlist), force, r.label)
+                     for r, playlist in _loaded(chosen, fetcher, key_id_param))
         return replace(main, renditions=done)
 
 
@@ -368,10 +377,12 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
                      skip_missing: bool = False, force: bool = False, inputs: Iterable[str] = ()) -> DecryptResult:
     """``decrypt`` for a playlist already loaded (by ``load_media_playlist`` with this ``fetcher``)."""
     missing: list[str] | None = [] if skip_missing else None
+    sized = progress is not None
     progress = progress or _NoProgress()
     local = [playlist.uri, *(p.uri for p in playlist.parts), *(k.resolved_uri for k in playlist.keys)]
     inputs = [*inputs, *(uri for uri in local if not is_url(uri))]
-    with Output(output, plan_fingerprint(playlist), resume=resume, force=force, inputs=inputs) as out, \
+    with _finishing(progress), \
+            Output(output, plan_fingerprint(playlist), resume=resume, force=force, inputs=inputs) as out, \
             _output_errors(output):
         if out.resumed and not _same_keys(out, playlist, keys):
             log.warning("the keys differ from the interrupted run's: starting over")
@@ -379,7 +390,8 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
         resumed_after = out.parts_done
         if resumed_after:
             log.info("resuming after %d of %d parts (%d bytes)", resumed_after, len(playlist.parts), out.bytes_done)
-        progress.start(len(playlist.parts) - resumed_after)
+        progress.start(len(playlist.parts), done=resumed_after, done_bytes=out.bytes_done,
+                       sizes=expected_sizes(playlist.parts[resumed_after:], fetcher) if sized else ())
         writer = BackgroundWriter(out.file, WRITE_AHEAD)
         try:
             for part, chunks in clear_parts(playlist, keys, fetcher, start=resumed_after, jobs=jobs,
@@ -395,10 +407,38 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
         finally:
             writer.close()
         written = out.bytes_done
-    progress.finish()
     used = {p.key.identity for p in playlist.parts if p.key and not p.gap}
     return DecryptResult(playlist, variant, len(playlist.segments), written, resumed_after, tuple(missing or ()),
                          sum(p.gap for p in playlist.segments), out.target, len(used))
+
+
+@contextmanager
+def _finishing(progress: ProgressSink | None) -> Iterator[None]:
+    """The display ends with the run, however it ends (after the output is in place or removed)."""
+    try:
+        yield
+    finally:
+        if progress is not None:
+            progress.finish()
+
+
+def expected_sizes(parts: Sequence[Part], fetcher: Fetcher) -> list[int | None]:
+    """What each part will weigh, where that is known before fetching: a byte range's length, a local
+    file's size (the ciphertext's: the clear part is up to 16 bytes shorter); None over http(s)."""
+    sizes: list[int | None] = []
+    for part in parts:
+        if part.gap:
+            sizes.append(0)
+        elif part.byterange is not None:
+            sizes.append(part.byterange.length)
+        elif is_url(part.uri):
+            sizes.append(None)
+        else:
+            try:
+                sizes.append(fetcher.local_size(part.uri, None))
+            except HlsDecryptError:  # the part's own fetch will say what is wrong with it
+                sizes.append(None)
+    return sizes
 
 
 def plan_fingerprint(playlist: MediaPlaylist) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,19 @@ def run(capsys):
 
 @pytest.fixture(autouse=True)
 def no_shared_key_store(monkeypatch):
-    """A developer's own HLSDECRYPT_KEY_STORE must not join the tests to a real fleet's Redis."""
+    """A developer's own HLSDECRYPT_KEY_STORE must not join the tests to a real fleet's Redis,
+    nor a developer's own config file change the defaults the tests expect."""
     monkeypatch.delenv("HLSDECRYPT_KEY_STORE", raising=False)
     monkeypatch.delenv("HLSDECRYPT_KEY_STORE_SECRET", raising=False)
+    monkeypatch.setenv("HLSDECRYPT_CONFIG", "")
+
+
+@pytest.fixture(autouse=True)
+def fresh_logger():
+    """main() sets up the process's logger (its own handler, no propagation): undo it after each test,
+    so that a later test's caplog sees the records again whichever tests ran before it."""
+    yield
+    log = logging.getLogger("hlsdecrypt")
+    log.handlers.clear()
+    log.propagate = True
+    log.setLevel(logging.NOTSET)

@@ -96,23 +96,6 @@ def test_backoff_is_capped_full_jitter():
     assert slept == [3.0]
 
 
-def test_progress_line_shows_parts_bytes_rate_and_eta():
-    import io
-
-    from hlsdecrypt.progress import Progress
-
-    now = [0.0]
-    stream = io.StringIO()
-    progress = Progress(stream, clock=lambda: now[0])
-    progress.start(10)
-    for _ in range(4):
-        now[0] += 1.0
-        progress.advance(5_000_000)
-    assert progress.line() == "4/10 parts  20.0 MB  5.0 MB/s  ETA 0:06"
-    progress.finish()
-    assert stream.getvalue().endswith("ETA 0:06\n")
-
-
 def test_given_keys_win_over_the_key_cache(tmp_path):
     from hlsdecrypt.keys import key_chain
 
