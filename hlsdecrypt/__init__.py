@@ -35,8 +35,8 @@ _HOMES = {
     # what to do it with
     "KeyChain": "keys", "Fetcher": "fetch", "Credentials": "credentials", "DataKey": "crypto",
     # what comes back
-    "DecryptResult": "pipeline", "FollowResult": "follow", "Report": "verify", "Check": "verify", "PartOutcome": "verify",
-    "EncryptResult": "encrypt", "KeyListing": "inventory", "KeyUse": "inventory",
+    "DecryptResult": "pipeline", "FollowResult": "follow", "Report": "verify", "Check": "verify",
+    "PartOutcome": "verify", "EncryptResult": "encrypt", "KeyListing": "inventory", "KeyUse": "inventory",
     "write_json": "report", "write_junit": "report", "write_html": "html_report",
     # what can go wrong
     "HlsDecryptError": "errors", "UsageError": "errors", "InputError": "errors", "UnsupportedEncryption": "errors",

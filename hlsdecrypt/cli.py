@@ -43,8 +43,8 @@ FLAGS = {"key": "--key", "keys_file": "--keys", "cache": "--key-cache", "source"
          "expect_rotation": "--expect-rotation", "reference": "--reference", "iv": "--iv", "rotate": "--rotate",
          "ca_bundle": "--ca-bundle", "jobs": "--jobs", "retries": "--retries", "timeout": "--timeout",
          "deadline": "--deadline", "variant": "--variant", "output": "-o", "json": "--json", "junit": "--junit",
-         "html": "--html", "export": "--export", "duration": "--duration", "expect_rotation_seconds": "--expect-rotation",
-         "key_within": "--key-within"}
+         "html": "--html", "export": "--export", "duration": "--duration",
+         "expect_rotation_seconds": "--expect-rotation", "key_within": "--key-within"}
 
 
 def _key_options() -> argparse.ArgumentParser:

@@ -37,8 +37,8 @@ from .fetch import Fetcher
 from .keys import KeyChain
 from .media import start_problem
 from .output import BackgroundWriter, Output, check_target
-from .pipeline import MAX_MASTER_DEPTH, WRITE_AHEAD, _chain, _output_errors, _pick, default_jobs, errors_about, \
-    output_name
+from .pipeline import (HTTP_JOBS, MAX_MASTER_DEPTH, WRITE_AHEAD, _chain, _output_errors, _pick, default_jobs,
+                       errors_about, output_name)
 from .playlist import KeyRef, MediaPlaylist, Part, Variant, parse
 from .uris import is_url
 
@@ -260,6 +260,11 @@ class LivePlaylist:
     def next_after(self, began: float, changed: bool) -> float:
         """When to reload next: a target duration after a change, half of one after none."""
         return began + max(self.target if changed else self.target / 2, MIN_RELOAD)
+
+
+def live_jobs(live: LivePlaylist, first: Reload) -> int:
+    """Parts fetched at once, as for a recording; a playlist with no segment yet is judged by its own URI."""
+    return default_jobs(first.playlist) if first.playlist.parts else HTTP_JOBS if is_url(live.uri) else 1
 
 
 def open_live(source: str, fetcher: Fetcher, *, variant: str = "best", key_id_param: str | None = None,
@@ -716,7 +721,7 @@ def follow(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain 
                 log.info("resuming after segment %s (%d parts, %d bytes written)", state.get("sequence"),
                          resumed_after, out.bytes_done)
             recorder = _Recorder(out, BackgroundWriter(out.file, WRITE_AHEAD), chain, float(state.get("media", 0.0)))
-            jobs = jobs or (default_jobs(first.playlist) if first.playlist.parts else 1)
+            jobs = jobs or live_jobs(live, first)
             runner: Runner[Buffer | FetchError | None] = Runner(
                 partial(_clear_part, keys=chain, fetcher=fetcher, media_check=media_check), jobs, 2 * jobs)
             loop = FollowLoop(live, first, Sequencer(state.get("sequence"), state.get("init")), runner, recorder,

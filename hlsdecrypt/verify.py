@@ -26,8 +26,8 @@ from urllib.parse import unquote, urlsplit
 from .crypto import DataKey, decrypt_cbc
 from .errors import DecryptError, FetchError, HlsDecryptError, KeyUnavailable, UsageError, plural
 from .fetch import Buffer, Fetcher
-from .follow import (DISCONTINUITY, KEY_PATIENCE, STALL_TARGETS, FollowLoop, Reload, Runner, Sequencer, open_live,
-                     patient_keys, program_dates, segments_named, watched_for)
+from .follow import (DISCONTINUITY, INTERRUPTED, KEY_PATIENCE, STALL_TARGETS, FollowLoop, Reload, Runner, Sequencer,
+                     live_jobs, open_live, patient_keys, program_dates, segments_named, watched_for)
 from .keys import KeyChain, key_chain
 from .media import looks_clear, structure_problem
 from .pipeline import default_jobs, load_media_playlist, ordered_map
@@ -458,8 +458,8 @@ def _rotation_period(c: _Case, runs: list[tuple[KeyRef, list[int]]], expect: flo
     periods = _periods(c, runs)
     complete = [p.seconds for p in periods if p.complete]
     wrong = [f"{p.ref.name} (line {p.ref.line}): segments {p.sequences[0]}-{p.sequences[-1]}, {p.seconds:.1f} s"
-             + ("" if p.complete else " and not over yet")
-             for p in periods if (abs(p.seconds - expect) > tolerance if p.complete else p.seconds > expect + tolerance)]
+             + ("" if p.complete else " and not over yet") for p in periods
+             if (abs(p.seconds - expect) > tolerance if p.complete else p.seconds > expect + tolerance)]
     wanted = f"expected {expect:g} s ± {tolerance:g} s (one segment)"
     seen = f"{plural(len(complete), 'complete key period')} of {_span(complete)}" if complete else \
         f"no complete key period (the longest run: {max(p.seconds for p in periods):.1f} s)"
@@ -551,7 +551,8 @@ def _segments_lost(c: _Case) -> Verdict:
     if live.went_back:
         return (FAIL if c.strict else WARN), \
             f"the playlist went back {plural(len(live.went_back), 'time')}; nothing was taken twice", live.went_back
-    breaks = f"; {plural(len(live.discontinuities), 'discontinuity', 'discontinuities')}" if live.discontinuities else ""
+    breaks = f"; {plural(len(live.discontinuities), 'discontinuity', 'discontinuities')}" \
+        if live.discontinuities else ""
     return PASS, f"no segment left the window unseen{breaks}", live.discontinuities
 
 
@@ -623,17 +624,17 @@ def verify_live(source: str, duration: float, *, keys: KeyChain | None = None, f
             patient_keys(chain, key_patience, clock):
         live, first, chosen = open_live(source, fetcher, variant=variant, key_id_param=key_id_param, clock=clock)
         observer = _LiveObserver(chain, watch, clock)
-        jobs = jobs or (default_jobs(first.playlist) if first.playlist.parts else 1)
+        jobs = jobs or live_jobs(live, first)
         runner: Runner[Buffer | FetchError | None] = Runner(partial(_fetch_for_check, keys=chain, fetcher=fetcher),
                                                             jobs, 2 * jobs)
         start = clock()
         loop = FollowLoop(live, first, Sequencer(), runner, observer, deadline=start + duration)
-        stopped = ""
+        stopped: str | None = None
         try:
             stopped = loop.run()
         finally:
             runner.close(wait=False)
-            observer.close(wait=bool(stopped))
+            observer.close(wait=stopped is not None and stopped != INTERRUPTED)
         watch.watched, watch.stopped = clock() - start, stopped or watched_for(duration)
         watch.reloads, watch.target, watch.longest_wait = live.reloads, live.target, loop.longest_wait
     playlist = MediaPlaylist(live.uri, tuple(observer.parts), loop.ended)
