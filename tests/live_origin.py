@@ -83,8 +83,8 @@ class LiveOrigin(LoopbackServer):
     def __init__(self, *, period: float = 0.1, window: int = 30, rotate: int = 4, start: int = 1000,
                  preroll: int = 3, keys: LateKeys | None = None, stall_at: dict[int, float] | None = None,
                  skip_at: dict[int, int] | None = None, back_at: dict[int, int] | None = None,
-                 clear_at: set[int] | frozenset[int] = frozenset(), discontinuity_at: set[int] | frozenset[int] = frozenset(),
-                 end_at: int | None = None):
+                 clear_at: set[int] | frozenset[int] = frozenset(),
+                 discontinuity_at: set[int] | frozenset[int] = frozenset(), end_at: int | None = None):
         self.period, self.window_size, self.rotate, self.start = period, window, rotate, start
         self.keys = keys if keys is not None else LateKeys()
         self.stall_at, self.skip_at, self.back_at = dict(stall_at or {}), dict(skip_at or {}), dict(back_at or {})
@@ -128,14 +128,12 @@ class LiveOrigin(LoopbackServer):
         """The first ``count`` keys as ``--keys`` reads them."""
         return {key_id(i): key_value(i).hex() for i in range(count)}
 
-    def wait_for(self, condition, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError("the live origin waited in vain")
-            with self._lock:
-                self._advance()
-            time.sleep(0.02)
+    def end_after(self, count: int) -> int:
+        """End the channel ``count`` segments after the last one published; returns the last sequence."""
+        with self._lock:
+            self._advance()
+            self.end_at = self._next + count - 1
+            return self.end_at
 
     def _advance(self) -> None:
         """Publish what is due by now (called under the lock, on each request)."""

@@ -144,7 +144,8 @@ def test_a_key_that_never_comes_fails_and_keeps_what_was_written(late_keys, chai
 def test_cli_gaps_exit_5_unless_skip_missing(run, late_keys, tmp_path, skip_missing):
     with channel(late_keys, skip_at={1005: 2}, end_at=1009) as origin:
         code, err = run("decrypt", origin.playlist_url, "--follow", "-o", tmp_path / "live.ts", "--keys",
-                        keys_file(origin, tmp_path), "--key-source", "none", *(["--skip-missing"] if skip_missing else []))
+                        keys_file(origin, tmp_path), "--key-source", "none",
+                        *(["--skip-missing"] if skip_missing else []))
     assert code == (0 if skip_missing else 5), err
     assert "2 segments missing" in err and "segments 1005-1006: left the window" in err
     assert "stopped: the playlist ended (EXT-X-ENDLIST); wrote 8 segments (1000-1009)" in err
@@ -181,13 +182,15 @@ def test_sigterm_is_a_normal_stop_that_keeps_the_file_so_far(late_keys, tmp_path
     with channel(late_keys) as origin:
         proc = _cli(origin.playlist_url, out, "--keys", str(keys_file(origin, tmp_path)))
         some = len(clear_of(origin, range(1000, 1003)))
-        _poll(lambda: any(f.stat().st_size >= some for f in tmp_path.glob(".live.ts.*.part")) or proc.poll() is not None)
+        _poll(lambda: any(f.stat().st_size >= some for f in tmp_path.glob(".live.ts.*.part"))
+              or proc.poll() is not None)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopped: interrupted (Ctrl-C or SIGTERM); wrote" in err, err
     written = out.read_bytes()
-    count = next(n for n in range(len(origin.published) + 1) if len(clear_of(origin, range(1000, 1000 + n))) >= len(written))
+    count = next(n for n in range(len(origin.published) + 1)
+                 if len(clear_of(origin, range(1000, 1000 + n))) >= len(written))
     assert count >= 3 and written == clear_of(origin, range(1000, 1000 + count)), err  # whole segments, in order
 
 
@@ -200,7 +203,7 @@ def _journaled(out: Path) -> dict:
 
 def test_resume_continues_a_killed_follow_where_it_stopped(late_keys, tmp_path):
     out = tmp_path / "live.ts"
-    with channel(late_keys, end_at=1040) as origin:
+    with channel(late_keys) as origin:  # no end until the first run is killed: it cannot finish first
         keys = str(keys_file(origin, tmp_path))
         first = _cli(origin.playlist_url, out, "--keys", keys, "--resume", "--jobs", "1")
         _poll(lambda: _journaled(out).get("parts", 0) >= 3)
@@ -208,11 +211,12 @@ def test_resume_continues_a_killed_follow_where_it_stopped(late_keys, tmp_path):
         first.wait(timeout=30)
         stopped_at = _journaled(out)["state"]["sequence"]
         assert not out.exists()
+        last = origin.end_after(5)
         second = _cli(origin.playlist_url, out, "--keys", keys, "--resume")
         _, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     assert f"resuming after segment {stopped_at}" in err
-    assert out.read_bytes() == clear_of(origin, range(1000, 1041))
+    assert out.read_bytes() == clear_of(origin, range(1000, last + 1))
     assert all(origin.hits[s] == 1 for s in range(1000, stopped_at + 1))  # what was written is not fetched again
 
 
@@ -220,7 +224,7 @@ def test_resume_continues_a_killed_follow_where_it_stopped(late_keys, tmp_path):
 
 def watch(origin: LiveOrigin, chain: KeyChain, **kwargs):
     kwargs.setdefault("key_within", 5.0)  # the key-fetch-time test sets its own
-    report = verify_live(origin.playlist_url, 0.9, keys=chain, **kwargs)
+    report = verify_live(origin.playlist_url, 0.7, keys=chain, **kwargs)
     jsonschema.validate(report.as_json(), SCHEMA)
     return report, {c.name: c.status for c in report.checks}
 
@@ -232,7 +236,7 @@ def test_verify_follow_passes_a_clean_channel(late_keys, chain):
     assert {name for name, status in statuses.items() if status not in ("pass", "warn", "skip")} == set()
     assert statuses["iv-reuse"] == "warn" and statuses["reference"] == "skip"  # the live service's zero IV
     assert statuses["key-rotation"] == "pass" and "complete key period" in report.check("key-rotation").summary
-    assert report.passed and report.segments >= 18 and report.follow["stopped"] == "watched for 0.9 s"
+    assert report.passed and report.segments >= 10 and report.follow["stopped"] == "watched for 0.7 s"
 
 
 FAULTS = {
@@ -240,7 +244,7 @@ FAULTS = {
     "skip": ({"skip_at": {1008: 3}}, {}, "segments-lost", "segments 1008-1010: left the window"),
     "clear": ({"clear_at": {1009}}, {}, "coverage", "segment 1009 (line"),
     "period": ({}, {"expect_rotation_seconds": 8 * PERIOD}, "key-rotation", "segments 1004-1007, 0.2 s"),
-    "late-key": ({}, {"key_within": 0.4}, "key-fetch-time", f"KeyID {key_id(2)} (line"),
+    "late-key": ({}, {"key_within": 0.3}, "key-fetch-time", f"KeyID {key_id(2)} (line"),
 }
 
 
@@ -248,7 +252,7 @@ FAULTS = {
 def test_verify_follow_catches_each_fault(late_keys, chain, fault):
     channel_faults, options, check, evidence = FAULTS[fault]
     if fault == "late-key":
-        late_keys.delays[key_id(2)] = 1.0
+        late_keys.delays[key_id(2)] = 0.5
     with channel(late_keys, **channel_faults) as origin:
         report, statuses = watch(origin, chain, **options)
     assert {name for name, status in statuses.items() if status == "fail"} == {check}, report.table()
