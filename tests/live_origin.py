@@ -9,11 +9,14 @@ KeyID is the ``key_id=`` of its key URI, an all-zero explicit IV, an
 is first asked for.
 
 Time is computed on each request from the monotonic clock: no publishing thread can fall
-behind on a busy machine. Faults are set by sequence number, so that what is published is
-always the same; only when it is published depends on the clock:
+behind on a busy machine. The clock starts with the first playlist request, so that a client
+always begins with the ``preroll`` segments, however slowly it started. Faults are set by
+sequence number, so that what is published is always the same; only when it is published
+depends on the clock:
 
 - ``stall_at={s: seconds}``: nothing new for ``seconds`` before ``s`` is published;
-- ``skip_at={s: n}``: ``s`` to ``s + n - 1`` are never published; the window restarts at ``s + n``;
+- ``skip_at={s: n}``: ``s`` to ``s + n - 1`` are never published; the window restarts at ``s + n``
+  (not before a playlist listing ``s - 1`` was served: the client sees exactly that jump);
 - ``back_at={s: n}``: once ``s`` is published, the next playlist request gets a playlist that
   ends ``n`` segments before the last one served (a stale edge of a CDN);
 - ``clear_at={s, ...}``: these go out clear, under ``METHOD=NONE``;
@@ -102,14 +105,13 @@ class LiveOrigin(LoopbackServer):
         self._cipher_text: dict[int, bytes] = {}
         self._lock = threading.Lock()
         self._preroll = preroll
-        self._next_at = 0.0
+        self._next_at: float | None = None  # None until the first playlist request
         super().__init__(quiet=True)
 
     def __enter__(self):
         with self._lock:
             for _ in range(self._preroll):  # a channel that has been running for a moment
                 self._publish()
-            self._next_at = time.monotonic() + self.period
         return super().__enter__()
 
     @property
@@ -138,7 +140,9 @@ class LiveOrigin(LoopbackServer):
     def _advance(self) -> None:
         """Publish what is due by now (called under the lock, on each request)."""
         now = time.monotonic()
-        while not self._ended and now >= self._next_at:
+        while not self._ended and self._next_at is not None and now >= self._next_at:
+            if self._next in self.skip_at and (self._served_end or 0) < self._next - 1:
+                return  # hold the jump until the client has seen what comes before it
             pause = self.stall_at.pop(self._next, None)
             if pause:
                 self._next_at += pause
@@ -173,6 +177,8 @@ class LiveOrigin(LoopbackServer):
 
     def _playlist(self) -> bytes:
         with self._lock:
+            if self._next_at is None:
+                self._next_at = time.monotonic() + self.period
             self._advance()
             self.playlists_served += 1
             window, ended = list(self._window), self._ended
