@@ -443,12 +443,14 @@ def _run_verify(args: argparse.Namespace) -> int:
 def _verify_one(args: argparse.Namespace, source: str, keys: KeyChain, fetcher: Fetcher) -> Report:
     rotation = args.expect_rotation
     if args.follow is not None:
-        return verify_live(source, args.follow, keys=keys, fetcher=fetcher, variant=args.variant,
-                           key_id_param=args.key_id_param, strict=args.strict, jobs=args.jobs,
-                           expect_rotation_seconds=None if rotation is None else float(rotation),
-                           key_within=args.key_within)
-    if args.key_within is not None:
-        raise UsageError("--key-within goes with --follow")
+        report = verify_live(source, args.follow, keys=keys, fetcher=fetcher, variant=args.variant,
+                             key_id_param=args.key_id_param, strict=args.strict, jobs=args.jobs,
+                             expect_rotation_seconds=None if rotation is None else float(rotation),
+                             key_within=args.key_within)
+        assert report.follow is not None
+        log.info("%s: %s (%s, %s)", source, report.follow["stopped"], plural(report.follow["reloads"], "reload"),
+                 format_seconds(report.follow["watched"]))
+        return report
     seconds = isinstance(rotation, _Seconds)
     return verify(source, keys=keys, fetcher=fetcher, variant=args.variant, key_id_param=args.key_id_param,
                   reference=args.reference, expect_rotation=None if seconds else rotation, strict=args.strict,
@@ -465,6 +467,8 @@ def _verify_sources(args: argparse.Namespace) -> list[str]:
         raise UsageError("--reference is the clear recording of one stream: verify that stream alone")
     if args.follow is not None and (len(sources) > 1 or args.reference):
         raise UsageError("--follow watches one live channel, without --reference")
+    if args.key_within is not None and args.follow is None:
+        raise UsageError("--key-within goes with --follow")
     return sources
 
 

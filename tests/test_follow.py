@@ -140,6 +140,14 @@ def test_a_key_that_never_comes_fails_and_keeps_what_was_written(late_keys, chai
     assert (tmp_path / "live.ts").read_bytes() == clear_of(origin, range(1000, 1004))  # the first key's segments
 
 
+def test_following_a_finished_local_recording_writes_it_whole(run, tmp_path):
+    live = FIXTURES / "live_rotation"
+    code, err = run("decrypt", live / "index.m3u8", "--follow", "-o", tmp_path / "out.ts", "--keys",
+                    live / "keys.json", "--key-source", "none")
+    assert code == 0 and "stopped: the playlist ended (EXT-X-ENDLIST); wrote 6 segments (107326-107331)" in err
+    assert (tmp_path / "out.ts").read_bytes() == (live / "clear.ts").read_bytes()
+
+
 @pytest.mark.parametrize("skip_missing", [False, True])
 def test_cli_gaps_exit_5_unless_skip_missing(run, late_keys, tmp_path, skip_missing):
     with channel(late_keys, skip_at={1005: 2}, end_at=1009) as origin:
