@@ -8,6 +8,10 @@ The Python API, as a QA suite uses it::
         report = verify("rec/index.m3u8", keys=keys, expect_rotation=60)
     assert report.passed, report.table()
 
+A live channel: ``follow(url, "live.ts", keys=keys, duration=3600)`` records an hour of it in the
+clear while it is broadcast; ``verify_live(url, 600, keys=keys, expect_rotation_seconds=60)``
+watches it for ten minutes.
+
 The same keyword means the same thing in every function: ``keys`` a ``key_chain(...)``,
 ``fetcher`` a ``Fetcher`` (timeouts, retries, paths allowed), ``variant`` the choice in a master
 playlist, ``key_id_param`` the key URI's query parameter that holds the KeyID. Every error is an
@@ -26,13 +30,14 @@ __version__ = "0.1.0"
 
 _HOMES = {
     # what to do
-    "decrypt": "pipeline", "verify": "verification", "verify_all": "verification", "encrypt": "encryption", "list_keys": "inventory",
-    "export_keys": "inventory", "key_chain": "keys", "remux": "remuxing",
+    "decrypt": "pipeline", "verify": "verification", "verify_all": "verification", "verify_live": "verification",
+    "encrypt": "encryption", "list_keys": "inventory", "export_keys": "inventory", "key_chain": "keys",
+    "remux": "remuxing", "follow": "live",
     # what to do it with
     "KeyChain": "keys", "Fetcher": "fetch", "request_options": "http", "RequestOptions": "http", "Credentials": "credentials", "DataKey": "crypto",
     # what comes back
-    "DecryptResult": "pipeline", "Report": "verification", "Check": "verification", "PartOutcome": "verification",
-    "EncryptResult": "encryption", "KeyListing": "inventory", "KeyUse": "inventory",
+    "DecryptResult": "pipeline", "FollowResult": "live", "Report": "verification", "Check": "verification",
+    "PartOutcome": "verification", "EncryptResult": "encryption", "KeyListing": "inventory", "KeyUse": "inventory",
     "write_json": "report", "write_junit": "report", "write_html": "html_report",
     # what can go wrong
     "HlsDecryptError": "errors", "UsageError": "errors", "InputError": "errors", "UnsupportedEncryption": "errors",

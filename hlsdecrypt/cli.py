@@ -23,6 +23,7 @@ from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, KeySto
                      OutputExists, SegmentError, UsageError, VerificationFailed, plural)
 from .fetch import DEADLINE, Fetcher
 from .fleet import KEY_STORE_ENV
+from .live import FollowResult, follow, format_seconds, parse_duration
 from .html_report import write_html
 from .http import request_options
 from .inventory import export_keys, list_keys
@@ -35,7 +36,7 @@ from .report import write_json, write_junit, write_table
 from .shard import Shard
 from .summary import FAILED, SKIPPED, RunSummary
 from .uris import stream_name
-from .verification import Report, verify, verify_all
+from .verification import Report, verify, verify_all, verify_live
 
 log = logging.getLogger("hlsdecrypt")
 SOURCE_HELP = "M3U8 playlist: a local path or an http(s) URL"
@@ -52,7 +53,8 @@ FLAGS = {"key": "--key", "keys_file": "--keys", "cache": "--key-cache", "source"
          "ca_bundle": "--ca-bundle", "jobs": "--jobs", "retries": "--retries", "timeout": "--timeout",
          "deadline": "--deadline", "variant": "--variant", "output": "-o", "json": "--json", "junit": "--junit",
          "html": "--html", "export": "--export", "renditions": "--audio", "remux": "--remux",
-         "json-summary": "--json-summary"}
+         "json-summary": "--json-summary", "duration": "--duration",
+         "expect_rotation_seconds": "--expect-rotation", "key_within": "--key-within"}
 
 
 def _key_options() -> argparse.ArgumentParser:
@@ -171,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the byte-exact decrypt, stream-copy video and renditions into OUTPUT, one playable "
                         "file (PyAV: pip install 'hlsdecrypt[remux]', else ffmpeg on PATH)")
     d.add_argument("--keep-ts", action="store_true", help="with --remux: keep the byte-exact .ts files beside it")
+    d.add_argument("--follow", action="store_true",
+                   help="a live stream: reload its playlist and append each new segment until EXT-X-ENDLIST, "
+                        "--duration or Ctrl-C/SIGTERM (a normal stop: the file so far is kept, exit 0)")
+    d.add_argument("--duration", type=_duration, metavar="TIME",
+                   help="with --follow: stop once TIME of media is written (2h, 90m, 1h30m, 45s)")
     d.set_defaults(run=_run_decrypt)
     k = sub.add_parser("keys", parents=[common, _fetch_options(jobs=False), _key_options()],
                        help="list a stream's keys (KeyIDs) and export them",
@@ -189,7 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "file's 'SOURCE OUTPUT' lines serve too)")
     v.add_argument("--reference", metavar="CLEAR",
                    help="a clear recording that the decrypted stream must equal byte for byte (one stream only)")
-    v.add_argument("--expect-rotation", type=int, metavar="N", help="require a new key at least every N segments")
+    v.add_argument("--follow", type=_duration, metavar="DURATION",
+                   help="a live channel: watch it for DURATION (10m, 1h) and check every segment published, "
+                        "the key period, key fetch times, lost segments and stalls")
+    v.add_argument("--expect-rotation", type=_rotation, metavar="N|TIME",
+                   help="require a new key at least every N segments; or a key period of TIME (60s, 2m: the "
+                        "channel's CycleTime) give or take one segment; under --follow, N is seconds")
+    v.add_argument("--key-within", type=float, metavar="S",
+                   help="with --follow: each new key must be fetched within S seconds of appearing "
+                        "(default: 3 target durations)")
     v.add_argument("--strict", action="store_true",
                    help="reused IVs, plain-http key URIs and clear init sections fail instead of warn")
     v.add_argument("--json", metavar="FILE", help="write the report as JSON (schema in the README); - for stdout")
@@ -267,6 +282,8 @@ def _batch_rows(path: str, columns: int) -> list[list[str]]:
 # -- decrypt -----------------------------------------------------------------------------
 
 def _run_decrypt(args: argparse.Namespace) -> int:
+    if args.follow or args.duration is not None:
+        return _follow(args)
     jobs = _decrypt_jobs(args)
     fetcher = _fetcher(args)
     with _summary(args) as finished, _keys(args, fetcher, stop_after_failure=len(jobs) == 1) as keys:
@@ -440,6 +457,59 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
     return failures[0][1] if failures else 0
 
 
+def _follow(args: argparse.Namespace) -> int:
+    """decrypt --follow: one live stream into one file; a gap exits 5 at the end unless --skip-missing."""
+    if not args.follow:
+        raise UsageError("--duration goes with --follow")
+    if args.batch or len(args.sources) != 1:
+        raise UsageError("--follow follows one stream: give one SOURCE")
+    if not args.output:
+        raise UsageError("decrypt needs -o OUTPUT")
+    fetcher = _fetcher(args)
+    with _keys(args, fetcher) as keys:
+        result = follow(args.sources[0], args.output, keys=keys, fetcher=fetcher, variant=args.variant,
+                        key_id_param=args.key_id_param, duration=args.duration, jobs=args.jobs,
+                        media_check=not args.no_media_check, resume=args.resume, force=args.force,
+                        inputs=_inputs(args))
+    log.info("%s", _followed(result))
+    if result.gaps:
+        log.log(logging.WARNING if args.skip_missing else logging.ERROR, "%s missing from %s:",
+                plural(result.missing, "segment"), result.output)
+        for gap in result.gaps:
+            log.log(logging.WARNING if args.skip_missing else logging.ERROR, "  %s", gap)
+        return 0 if args.skip_missing else SegmentError.exit_code
+    return 0
+
+
+def _followed(result: FollowResult) -> str:
+    where = "stdout" if result.output == "-" else result.output
+    span = f" ({result.first_sequence}-{result.last_sequence})" if result.segments else ""
+    earlier = f", after {plural(result.resumed_after, 'part')} of an earlier run" if result.resumed_after else ""
+    return (f"stopped: {result.stopped}; wrote {plural(result.segments, 'segment')}{span}{earlier}, "
+            f"{format_seconds(result.media_seconds)} of media, {_megabytes(result.bytes_written)}, "
+            f"{plural(result.keys, 'key')} to {where}")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("duration ")) from None
+
+
+class _Seconds(float):
+    """--expect-rotation given as a time: a key period in seconds, not a count of segments."""
+
+
+def _rotation(text: str) -> int | _Seconds:
+    """``N`` (segments; seconds under --follow) or a time with its unit, ``60s``, ``2m`` (seconds)."""
+    if text.strip().isdigit():
+        return int(text)
+    if not re.search(r"[hms]\s*$", text.strip().lower()):
+        raise argparse.ArgumentTypeError(f"{text!r}: want N segments or a time such as 60s or 2m")
+    return _Seconds(_duration(text))
+
+
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:,.1f} MB"
 
@@ -478,13 +548,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         for source in sources:
             keys.next_stream()
             try:
-                if args.variant or args.reference:  # one media playlist
-                    found = [verify(source, keys=keys, fetcher=fetcher, variant=args.variant or "best",
-                                    key_id_param=args.key_id_param, reference=args.reference,
-                                    expect_rotation=args.expect_rotation, strict=args.strict, jobs=args.jobs)]
-                else:  # of a master, every variant and rendition
-                    found = verify_all(source, keys=keys, fetcher=fetcher, key_id_param=args.key_id_param,
-                                       expect_rotation=args.expect_rotation, strict=args.strict, jobs=args.jobs)
+                found = _verify_one(args, source, keys, fetcher)
             except HlsDecryptError as exc:
                 if len(sources) == 1:
                     raise
@@ -510,6 +574,29 @@ def _run_verify(args: argparse.Namespace) -> int:
     return errors[0][1].exit_code if errors else 0
 
 
+def _verify_one(args: argparse.Namespace, source: str, keys: KeyChain, fetcher: Fetcher) -> list[Report]:
+    """A live channel watched; one media playlist (--variant, --reference); or every one of a master."""
+    rotation = args.expect_rotation
+    seconds = isinstance(rotation, _Seconds)
+    if args.follow is not None:
+        report = verify_live(source, args.follow, keys=keys, fetcher=fetcher, variant=args.variant or "best",
+                             key_id_param=args.key_id_param, strict=args.strict, jobs=args.jobs,
+                             expect_rotation_seconds=None if rotation is None else float(rotation),
+                             key_within=args.key_within)
+        assert report.follow is not None
+        log.info("%s: %s (%s, %s)", source, report.follow["stopped"], plural(report.follow["reloads"], "reload"),
+                 format_seconds(report.follow["watched"]))
+        return [report]
+    expectation = {"expect_rotation": None if seconds else rotation,
+                   "expect_rotation_seconds": float(rotation) if seconds else None}
+    if args.variant or args.reference:
+        return [verify(source, keys=keys, fetcher=fetcher, variant=args.variant or "best",
+                       key_id_param=args.key_id_param, reference=args.reference, strict=args.strict, jobs=args.jobs,
+                       **expectation)]
+    return verify_all(source, keys=keys, fetcher=fetcher, key_id_param=args.key_id_param, strict=args.strict,
+                      jobs=args.jobs, **expectation)
+
+
 def _verify_sources(args: argparse.Namespace) -> list[str]:
     if args.batch and args.sources:
         raise UsageError("give sources on the command line or with --batch, not both")
@@ -518,6 +605,10 @@ def _verify_sources(args: argparse.Namespace) -> list[str]:
         raise UsageError("verify needs a SOURCE (or --batch FILE)")
     if args.reference and len(sources) > 1:
         raise UsageError("--reference is the clear recording of one stream: verify that stream alone")
+    if args.follow is not None and (len(sources) > 1 or args.reference):
+        raise UsageError("--follow watches one live channel, without --reference")
+    if args.key_within is not None and args.follow is None:
+        raise UsageError("--key-within goes with --follow")
     return sources
 
 

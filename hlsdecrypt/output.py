@@ -50,6 +50,7 @@ class Output:
         self.parts_done = 0
         self.bytes_done = 0
         self.keys: dict[str, str] = {}  # key identity -> fingerprint, for parts written
+        self.state: dict | None = None  # what a caller needs to continue (follow: the last sequence written)
         self.resumed = False
         self.file: BinaryIO
         self.in_place = False  # a device or FIFO, written where it is
@@ -106,6 +107,7 @@ class Output:
         _lock(fd, self.target)
         self.parts_done, self.bytes_done = journal["parts"], journal["bytes"]
         self.keys = dict(journal.get("keys", {}))
+        self.state = journal.get("state")
         os.ftruncate(fd, self.bytes_done)  # bytes written after the last journal entry are redone
         os.lseek(fd, self.bytes_done, os.SEEK_SET)
         self.resumed = True
@@ -120,6 +122,7 @@ class Output:
         _lock(fd, self.target)
         self.parts_done = self.bytes_done = 0
         self.keys = {}
+        self.state = None
         return os.fdopen(fd, "wb")
 
     def restart(self) -> None:
@@ -128,11 +131,18 @@ class Output:
         self.file.truncate()
         self.parts_done = self.bytes_done = 0
         self.keys = {}
+        self.state = None
         self.resumed = False
 
-    def part_written(self, size: int, key_identity: str | None, key_fingerprint: str | None) -> None:
-        """Called once a part's bytes are all written: the journal moves on by one part."""
+    def part_written(self, size: int, key_identity: str | None, key_fingerprint: str | None,
+                     state: dict | None = None) -> None:
+        """Called once a part's bytes are all written: the journal moves on by one part.
+
+        ``state`` (small, JSON) is kept with it, for a caller whose plan grows as it goes (follow).
+        """
         self.parts_done += 1
+        if state is not None:
+            self.state = state
         self.bytes_done += size
         if key_identity and key_fingerprint:
             self.keys.setdefault(key_identity, key_fingerprint)
@@ -144,7 +154,8 @@ class Output:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({"version": JOURNAL_VERSION, "plan": self.plan, "parts": self.parts_done,
-                           "bytes": self.bytes_done, "keys": self.keys}, f)
+                           "bytes": self.bytes_done, "keys": self.keys,
+                           **({"state": self.state} if self.state is not None else {})}, f)
             os.replace(temp, self._journal)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

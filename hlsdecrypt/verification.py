@@ -13,15 +13,21 @@ from __future__ import annotations
 import io
 import os.path
 import posixpath
+import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import BinaryIO, Callable, ContextManager, Iterable
 from urllib.parse import unquote, urlsplit
 
 from .crypto import DataKey, decrypt_cbc
-from .errors import DecryptError, FetchError, KeyUnavailable, UsageError, plural
+from .errors import DecryptError, FetchError, HlsDecryptError, KeyUnavailable, UsageError, plural
 from .fetch import Buffer, Fetcher
+from .live import (DISCONTINUITY, INTERRUPTED, KEY_PATIENCE, STALL_TARGETS, FollowLoop, Reload, Runner, Sequencer,
+                     live_jobs, open_live, patient_keys, program_dates, segments_named, watched_for)
 from .keys import KeyChain, key_chain
 from .media import looks_clear, structure_problem
 from .pipeline import default_jobs, load_media_playlist, load_rendition, load_stream, ordered_map
@@ -68,6 +74,8 @@ class Report:
     checks: list[Check]
     timeline: tuple[PartOutcome, ...] = ()  # every part, in playlist order
     expect_rotation: int | None = None
+    expect_rotation_seconds: float | None = None
+    follow: dict | None = None  # verify_live: what was watched, for how long, and why it stopped
     label: str = ""  # of a master's media playlists, which: "variant 0 (BANDWIDTH=…)", "audio English"
 
     @property
@@ -95,7 +103,10 @@ class Report:
         return {"schema": "hlsdecrypt.verify/1", "result": FAIL if self.failed else PASS, "source": self.source,
                 "playlist": self.playlist, "variant": self.variant, "segments": self.segments,
                 "parts": self.parts, "keys": self.keys, "checks": [asdict(c) for c in self.checks],
-                "expect_rotation": self.expect_rotation, "timeline": [asdict(p) for p in self.timeline]}
+                "expect_rotation": self.expect_rotation, "timeline": [asdict(p) for p in self.timeline],
+                **({"expect_rotation_seconds": self.expect_rotation_seconds}
+                   if self.expect_rotation_seconds is not None else {}),
+                **({"follow": self.follow} if self.follow is not None else {})}
 
 
 @dataclass
@@ -122,25 +133,58 @@ class _Observed:
         self.problems.setdefault(part, why)
 
 
+@dataclass
+class LiveWatch:
+    """What watching a live channel showed besides its parts, for the live checks (``verify_live``)."""
+
+    duration: float  # seconds asked for
+    key_within: float | None  # seconds a new key may take to fetch; None: STALL_TARGETS target durations
+    target: float = 0.0  # EXT-X-TARGETDURATION, as last seen
+    watched: float = 0.0
+    stopped: str = ""
+    reloads: int = 0
+    lost: list[str] = field(default_factory=list)  # segments that left the window unseen
+    lost_segments: int = 0
+    went_back: list[str] = field(default_factory=list)
+    discontinuities: list[str] = field(default_factory=list)
+    stalls: list[str] = field(default_factory=list)
+    longest_wait: float = 0.0  # between reloads that brought news
+    reload_failures: list[str] = field(default_factory=list)
+    appeared: dict[str, float] = field(default_factory=dict)  # key identity -> when a reload first listed it
+    key_times: dict[str, float | None] = field(default_factory=dict)  # -> seconds until fetched, None: never
+    dates: dict[int, float] = field(default_factory=dict)  # media sequence -> EXT-X-PROGRAM-DATE-TIME
+
+    @property
+    def key_deadline(self) -> float:
+        return self.key_within if self.key_within is not None else STALL_TARGETS * self.target
+
+    def as_json(self) -> dict:
+        return {"duration": self.duration, "watched": round(self.watched, 3), "stopped": self.stopped,
+                "reloads": self.reloads, "target_duration": self.target, "key_within": self.key_deadline}
+
+
 def verify(source: str, *, keys: KeyChain | None = None, fetcher: Fetcher | None = None, variant: str = "best",
            key_id_param: str | None = None, reference: str | None = None, expect_rotation: int | None = None,
-           strict: bool = False, jobs: int | None = None) -> Report:
+           strict: bool = False, jobs: int | None = None, expect_rotation_seconds: float | None = None) -> Report:
     """Check the encryption of the stream at ``source``; the Report says what passed, with evidence.
 
     ``keys`` and ``fetcher`` as for ``decrypt``; ``reference`` is a clear recording the decrypted
-    stream must equal byte for byte; ``expect_rotation`` the most segments one key may cover;
-    ``strict`` turns warnings (reused IVs, keys over plain http, a clear init section) into failures.
+    stream must equal byte for byte; ``expect_rotation`` the most segments one key may cover, or
+    ``expect_rotation_seconds`` the key period (the channel's CycleTime), judged from the segments'
+    durations; ``strict`` turns warnings (reused IVs, keys over plain http, a clear init section)
+    into failures.
     """
     fetcher = fetcher or Fetcher()
     with _chain(keys, fetcher) as chain:
         playlist, chosen = load_media_playlist(source, fetcher, variant=variant, key_id_param=key_id_param)
         return _verify_playlist(source, playlist, chosen.uri if chosen else None, "", chain, fetcher,
-                                reference=reference, expect_rotation=expect_rotation, strict=strict, jobs=jobs)
+                                reference=reference, expect_rotation=expect_rotation, strict=strict, jobs=jobs,
+                                expect_rotation_seconds=expect_rotation_seconds)
 
 
 def verify_all(source: str, *, keys: KeyChain | None = None, fetcher: Fetcher | None = None,
                key_id_param: str | None = None, expect_rotation: int | None = None, strict: bool = False,
-               jobs: int | None = None) -> list[Report]:
+               jobs: int | None = None, expect_rotation_seconds: float | None = None) -> list[Report]:
     """``verify`` every media playlist of the stream: of a master, each variant and each rendition
     (an audio track left in the clear is a hole in the protection too); of a media playlist, itself.
     Each Report's ``label`` says which it is."""
@@ -149,7 +193,8 @@ def verify_all(source: str, *, keys: KeyChain | None = None, fetcher: Fetcher | 
         stream = load_stream(source, fetcher, variant="0", key_id_param=key_id_param)
         if stream.master is None:
             return [_verify_playlist(source, stream.playlist, None, "", chain, fetcher,
-                                     expect_rotation=expect_rotation, strict=strict, jobs=jobs)]
+                                     expect_rotation=expect_rotation, strict=strict, jobs=jobs,
+                                            expect_rotation_seconds=expect_rotation_seconds)]
         master = stream.master
         reports = []
         for n, variant in enumerate(master.variants):
@@ -157,12 +202,14 @@ def verify_all(source: str, *, keys: KeyChain | None = None, fetcher: Fetcher | 
             playlist = stream.playlist if n == 0 else load_rendition(variant, fetcher, key_id_param=key_id_param)
             label = f"variant {n} (BANDWIDTH={variant.bandwidth})"
             reports.append(_verify_playlist(source, playlist, variant.uri, label, chain, fetcher,
-                                            expect_rotation=expect_rotation, strict=strict, jobs=jobs))
+                                            expect_rotation=expect_rotation, strict=strict, jobs=jobs,
+                                            expect_rotation_seconds=expect_rotation_seconds))
         for rendition in master.renditions:
             chain.next_stream()
             playlist = load_rendition(rendition, fetcher, key_id_param=key_id_param)
             reports.append(_verify_playlist(source, playlist, rendition.uri, rendition.label, chain, fetcher,
-                                            expect_rotation=expect_rotation, strict=strict, jobs=jobs))
+                                            expect_rotation=expect_rotation, strict=strict, jobs=jobs,
+                                            expect_rotation_seconds=expect_rotation_seconds))
         return reports
 
 
@@ -172,19 +219,30 @@ def _chain(keys: KeyChain | None, fetcher: Fetcher) -> ContextManager[KeyChain]:
 
 def _verify_playlist(source: str, playlist: MediaPlaylist, variant: str | None, label: str, keys: KeyChain,
                      fetcher: Fetcher, *, reference: str | None = None, expect_rotation: int | None = None,
-                     strict: bool = False, jobs: int | None = None) -> Report:
-    if expect_rotation is not None and expect_rotation < 1:
-        raise UsageError("expect_rotation must be at least 1", option="expect_rotation")
+                     strict: bool = False, jobs: int | None = None,
+                     expect_rotation_seconds: float | None = None) -> Report:
+    _check_expectations(expect_rotation, expect_rotation_seconds)
     ref_file = _open_reference(reference)
     try:
         seen = _observe_all(playlist, keys, fetcher, ref_file, jobs)
     finally:
         if ref_file:
             ref_file.close()
-    case = _Case(playlist, seen, strict, expect_rotation, reference)
+    case = _Case(playlist, seen, strict, expect_rotation, reference, expect_rotation_seconds)
     checks = [_check(name, *judge(case)) for name, judge in CHECKS]
     return Report(source, playlist.uri, variant, len(playlist.segments), len(playlist.parts), len(playlist.keys),
-                  checks, _timeline(playlist, seen), expect_rotation, label)
+                  checks, _timeline(playlist, seen), expect_rotation,
+                  expect_rotation_seconds=expect_rotation_seconds, label=label)
+
+
+def _check_expectations(segments: int | None, seconds: float | None) -> None:
+    if segments is not None and seconds is not None:
+        raise UsageError("give expect_rotation (segments) or expect_rotation_seconds, not both",
+                         option="expect_rotation")
+    if segments is not None and segments < 1:
+        raise UsageError("expect_rotation must be at least 1", option="expect_rotation")
+    if seconds is not None and not seconds > 0:
+        raise UsageError("expect_rotation_seconds must be more than 0", option="expect_rotation_seconds")
 
 
 def _observe_all(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, ref_file: BinaryIO | None,
@@ -298,6 +356,8 @@ class _Case:
     strict: bool
     expect_rotation: int | None
     reference: str | None
+    expect_rotation_seconds: float | None = None
+    live: LiveWatch | None = None  # verify_live: what watching the channel showed
 
 
 Verdict = tuple  # (status, summary, evidence)
@@ -385,14 +445,74 @@ def _rotation(c: _Case) -> Verdict:
     longest = max(len(r) for _, r in runs)
     summary = (f"{plural(len(c.playlist.keys), 'key')}; at most {plural(longest, 'consecutive segment')} "
                "under one key")
+    if c.expect_rotation_seconds is not None:
+        return _rotation_period(c, runs, c.expect_rotation_seconds)
     expect = c.expect_rotation
     if expect is None:
+        if c.live is not None:  # a channel watched: say what period it showed
+            complete = [p.seconds for p in _periods(c, runs) if p.complete]
+            if complete:
+                summary += f"; {plural(len(complete), 'complete key period')} of {_span(complete)}"
         return PASS, summary
     long_runs = [f"{ref.name} (line {ref.line}): segments {r[0]}-{r[-1]}, {len(r)} under one key"
                  for ref, r in runs if len(r) > expect]
     if long_runs:
         return FAIL, f"{summary}; expected a new key every {plural(expect, 'segment')}", long_runs
     return PASS, f"{summary}; a new key at least every {plural(expect, 'segment')}"
+
+
+@dataclass(frozen=True)
+class _Period:
+    """One run of segments under one key, timed."""
+
+    ref: KeyRef
+    sequences: list[int]
+    seconds: float
+    complete: bool  # a key change right before and right after it: the whole period was seen
+
+
+def _periods(c: _Case, runs: list[tuple[KeyRef, list[int]]]) -> list[_Period]:
+    """Each run's length in seconds: from EXT-X-PROGRAM-DATE-TIME to the next run's where both
+    are known (a channel's clock), else the sum of its segments' durations."""
+    durations = {p.sequence: p.duration for p in c.playlist.segments}
+    dates = c.live.dates if c.live else {}
+    periods = []
+    for n, (ref, seqs) in enumerate(runs):
+        before = n > 0 and runs[n - 1][1][-1] == seqs[0] - 1
+        after = n + 1 < len(runs) and runs[n + 1][1][0] == seqs[-1] + 1
+        start, end = dates.get(seqs[0]), dates.get(seqs[-1] + 1) if after else None
+        seconds = end - start if start is not None and end is not None and end > start else \
+            sum(durations.get(q, 0.0) for q in seqs)
+        periods.append(_Period(ref, seqs, seconds, before and after))
+    return periods
+
+
+def _span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.1f} s" if round(low, 1) == round(high, 1) else f"{low:.1f}-{high:.1f} s"
+
+
+def _rotation_period(c: _Case, runs: list[tuple[KeyRef, list[int]]], expect: float) -> Verdict:
+    """The key period against the channel's CycleTime, give or take one segment duration.
+
+    Only a period seen whole (a key change before and after it) can be too short; the first and
+    the last run may have begun before the stream or the watch did, so they fail only by being
+    too long already.
+    """
+    tolerance = c.live.target if c.live else max((p.duration for p in c.playlist.segments), default=0.0)
+    periods = _periods(c, runs)
+    complete = [p.seconds for p in periods if p.complete]
+    wrong = [f"{p.ref.name} (line {p.ref.line}): segments {p.sequences[0]}-{p.sequences[-1]}, {p.seconds:.1f} s"
+             + ("" if p.complete else " and not over yet") for p in periods
+             if (abs(p.seconds - expect) > tolerance if p.complete else p.seconds > expect + tolerance)]
+    wanted = f"expected {expect:g} s ± {tolerance:g} s (one segment)"
+    seen = f"{plural(len(complete), 'complete key period')} of {_span(complete)}" if complete else \
+        f"no complete key period (the longest run: {max(p.seconds for p in periods):.1f} s)"
+    if wrong:
+        return FAIL, f"{seen}; {wanted}", wrong
+    if not complete:
+        return SKIP, f"{seen}; {wanted}: watch for longer than two key periods"
+    return PASS, f"{seen}; {wanted}"
 
 
 def _key_reuse(c: _Case) -> Verdict:
@@ -463,3 +583,189 @@ CHECKS: tuple[tuple[str, Callable[[_Case], Verdict]], ...] = (
     ("key-transport", _transport),
     ("reference", _reference),
 )
+
+
+# -- a live channel, watched ---------------------------------------------------------------
+
+def _segments_lost(c: _Case) -> Verdict:
+    live = c.live
+    assert live is not None
+    if live.lost:
+        return FAIL, f"{plural(live.lost_segments, 'segment')} left the window before they could be fetched", \
+            live.lost + live.went_back
+    if live.went_back:
+        return (FAIL if c.strict else WARN), \
+            f"the playlist went back {plural(len(live.went_back), 'time')}; nothing was taken twice", live.went_back
+    breaks = f"; {plural(len(live.discontinuities), 'discontinuity', 'discontinuities')}" \
+        if live.discontinuities else ""
+    return PASS, f"no segment left the window unseen{breaks}", live.discontinuities
+
+
+def _stalls(c: _Case) -> Verdict:
+    live = c.live
+    assert live is not None
+    limit = f"{STALL_TARGETS * live.target:g} s ({STALL_TARGETS} target durations)"
+    if live.stalls:
+        return FAIL, f"{plural(len(live.stalls), 'stall')}: no new segment for more than {limit}", \
+            live.stalls + live.reload_failures
+    longest = f"the longest wait for a new segment was {live.longest_wait:.1f} s; a stall is more than {limit}"
+    if live.reload_failures:
+        return WARN, f"{plural(len(live.reload_failures), 'reload')} failed; {longest}", live.reload_failures
+    return PASS, longest
+
+
+def _key_fetch_time(c: _Case) -> Verdict:
+    live = c.live
+    assert live is not None
+    keys = c.playlist.keys
+    if not keys:
+        return SKIP, "no keys"
+    within = f"{live.key_deadline:g} s" + (f" ({STALL_TARGETS} target durations)" if live.key_within is None else "")
+    took = {ref.identity: live.key_times.get(ref.identity) for ref in keys}
+    never = [f"{ref.name} (line {ref.line}): not fetched ({c.seen.unavailable.get(ref.identity, 'not by the end')})"
+             for ref in keys if took[ref.identity] is None]
+    late = [f"{ref.name} (line {ref.line}): fetched {took[ref.identity]:.1f} s after it appeared" for ref in keys
+            if (took[ref.identity] or 0.0) > live.key_deadline]
+    if never or late:
+        return FAIL, f"{len(never) + len(late)} of {plural(len(keys), 'key')} not fetched within {within} of " \
+                     "appearing in the playlist", never + late
+    slowest = max(t for t in took.values() if t is not None)
+    return PASS, f"{'the key was' if len(keys) == 1 else f'all {len(keys)} keys were'} fetched within {within} " \
+                 f"of appearing in the playlist (the slowest in {slowest:.1f} s)"
+
+
+#: The checks only a watched channel has, listed after CHECKS.
+LIVE_CHECKS: tuple[tuple[str, Callable[[_Case], Verdict]], ...] = (
+    ("segments-lost", _segments_lost),
+    ("stalls", _stalls),
+    ("key-fetch-time", _key_fetch_time),
+)
+
+
+def verify_live(source: str, duration: float, *, keys: KeyChain | None = None, fetcher: Fetcher | None = None,
+                variant: str = "best", key_id_param: str | None = None, expect_rotation_seconds: float | None = None,
+                key_within: float | None = None, strict: bool = False, jobs: int | None = None,
+                key_patience: float = KEY_PATIENCE, clock: Callable[[], float] = time.monotonic) -> Report:
+    """Watch the live channel at ``source`` for ``duration`` seconds (wall time) and report on its encryption.
+
+    Every segment published meanwhile is fetched once and judged by the checks of ``verify``,
+    and the channel as a whole by these: ``key-rotation`` against ``expect_rotation_seconds``
+    (the channel's CycleTime; periods measured by EXT-X-PROGRAM-DATE-TIME where present, else
+    by segment durations; give or take one target duration), ``segments-lost`` (segments that
+    left the window unseen; a playlist that went back), ``stalls`` (no new segment for more
+    than three target durations) and ``key-fetch-time`` (each key fetched within ``key_within``
+    seconds of the reload that first listed it; by default three target durations, the time a
+    player has). A switch to METHOD=NONE fails ``coverage``. The watch ends early at
+    EXT-X-ENDLIST, or on Ctrl-C/SIGTERM; the report covers what was seen.
+    """
+    if not duration > 0:
+        raise UsageError("duration must be more than 0", option="duration")
+    _check_expectations(None, expect_rotation_seconds)
+    if key_within is not None and not key_within > 0:
+        raise UsageError("key_within must be more than 0", option="key_within")
+    fetcher = fetcher or Fetcher()
+    watch = LiveWatch(duration, key_within)
+    with nullcontext(keys) if keys is not None else key_chain(fetcher=fetcher, stop_after_failure=False) as chain, \
+            patient_keys(chain, key_patience, clock):
+        live, first, chosen = open_live(source, fetcher, variant=variant, key_id_param=key_id_param, clock=clock)
+        observer = _LiveObserver(chain, watch, clock)
+        jobs = jobs or live_jobs(live, first)
+        runner: Runner[Buffer | FetchError | None] = Runner(partial(_fetch_for_check, keys=chain, fetcher=fetcher),
+                                                            jobs, 2 * jobs)
+        start = clock()
+        loop = FollowLoop(live, first, Sequencer(), runner, observer, deadline=start + duration)
+        stopped: str | None = None
+        try:
+            stopped = loop.run()
+        finally:
+            runner.close(wait=False)
+            observer.close(wait=stopped is not None and stopped != INTERRUPTED)
+        watch.watched, watch.stopped = clock() - start, stopped or watched_for(duration)
+        watch.reloads, watch.target, watch.longest_wait = live.reloads, live.target, loop.longest_wait
+    playlist = MediaPlaylist(live.uri, tuple(observer.parts), loop.ended)
+    case = _Case(playlist, observer.seen, strict, None, None, expect_rotation_seconds, watch)
+    checks = [_check(name, *judge(case)) for name, judge in CHECKS + LIVE_CHECKS]
+    return Report(source, live.uri, chosen.uri if chosen else None, len(playlist.segments), len(playlist.parts),
+                  len(playlist.keys), checks, _timeline(playlist, observer.seen), None, expect_rotation_seconds,
+                  watch.as_json())
+
+
+def _fetch_for_check(part: Part, *, keys: KeyChain, fetcher: Fetcher) -> Buffer | FetchError | None:
+    """A part's bytes as served, once its key is resolved (waited for here, on a worker, not in the loop)."""
+    if part.gap:
+        return None
+    try:
+        raw = fetcher.read(part.uri, part.byterange)
+    except FetchError as exc:
+        return exc
+    if part.key is not None and part.cipher is not None:
+        try:
+            keys.get(part.key)
+        except KeyUnavailable:
+            pass  # observing the part records why
+    return raw
+
+
+class _LiveObserver:
+    """verify_live's hooks: observe each part in order, time each new key, note what the channel does."""
+
+    def __init__(self, keys: KeyChain, watch: LiveWatch, clock: Callable[[], float]):
+        self.keys, self.watch, self.clock = keys, watch, clock
+        self.seen = _Observed()
+        self.parts: list[Part] = []  # a report covers every part seen: this grows, as a report does
+        self._previous: Part | None = None
+        self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlsdecrypt-keywatch")
+        self._fetched: dict[str, Future[float | None]] = {}
+
+    def taken(self, parts: tuple[Part, ...], reload: Reload) -> None:
+        self.keys.prefetch(p for p in parts if not p.gap)
+        new = {p.sequence for p in parts}
+        self.watch.dates.update((q, t) for q, t in program_dates(reload.text, reload.playlist).items() if q in new)
+        for part in parts:
+            ref = part.key
+            if ref is not None and ref.identity not in self.watch.appeared:
+                self.watch.appeared[ref.identity] = reload.done
+                # keys resolve one at a time in order of first use, so one waiter times each as it comes
+                self._fetched[ref.identity] = self._waiter.submit(self._resolved_at, ref)
+
+    def _resolved_at(self, ref: KeyRef) -> float | None:
+        try:
+            self.keys.get(ref)
+        except KeyUnavailable:
+            return None
+        return self.clock()
+
+    def lost(self, first: int, last: int, why: str) -> None:
+        self.watch.lost.append(f"{segments_named(first, last)}: {why}")
+        self.watch.lost_segments += last - first + 1
+
+    def note(self, kind: str, text: str) -> None:
+        (self.watch.discontinuities if kind == DISCONTINUITY else self.watch.went_back).append(text)
+
+    def stalled(self, after: int | None, seconds: float, over: bool) -> None:
+        if over:
+            where = f" after segment {after}" if after is not None else " from the start"
+            self.watch.stalls.append(f"no new segment for {seconds:.1f} s{where}")
+
+    def reload_failed(self, error: HlsDecryptError, since: float) -> None:
+        self.watch.reload_failures.append(f"reloading the playlist failed: {error}")  # the watch goes on
+
+    def deliver(self, part: Part, raw: Buffer | FetchError | None) -> None:
+        self.parts.append(part)
+        if part.gap:
+            self.seen.gaps.append(part)
+        elif isinstance(raw, FetchError):
+            self.seen.fault(self.seen.unfetched, part, raw.message)
+        elif raw is not None:
+            _observe(part, raw, self._previous, self.keys, self.seen)
+        self._previous = part
+
+    def close(self, *, wait: bool) -> None:
+        """Record how long each key took; after a whole watch, the last ones are a moment away."""
+        if wait:
+            wait_for(self._fetched.values(), timeout=5.0)
+        for identity, future in self._fetched.items():
+            done = future.done() and not future.cancelled() and future.exception() is None
+            at = future.result() if done else None
+            self.watch.key_times[identity] = at - self.watch.appeared[identity] if at is not None else None
+        self._waiter.shutdown(wait=False, cancel_futures=True)
