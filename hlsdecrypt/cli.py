@@ -1,5 +1,9 @@
 """The command line: it parses arguments, calls the Python API, shows what came back, and is the
-one place errors become exit codes."""
+one place errors become exit codes.
+
+Each command imports the library it needs when it runs: building the parser, which is all that
+``--version`` and ``--help`` do, imports nothing but the defaults it shows.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +14,19 @@ import re
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__, stop
-from .api import DEFAULT_ENDPOINT, DEFAULT_REGION
-from .encrypt import DEFAULT_KEY_URI, IV_MODES, encrypt
+from .defaults import DEADLINE, DEFAULT_ENDPOINT, DEFAULT_KEY_URI, DEFAULT_REGION, HTTP_JOBS, IV_MODES, KEY_SOURCES
 from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, OutputExists, SegmentError, UsageError,
                      VerificationFailed, plural)
-from .fetch import DEADLINE, Fetcher
-from .html_report import write_html
-from .inventory import export_keys, list_keys
-from .keys import KEY_SOURCES, KeyChain, key_chain
-from .output import check_folder
-from .pipeline import HTTP_JOBS, DecryptResult, decrypt
-from .progress import Progress
-from .report import write_json, write_junit, write_table
-from .uris import stream_name
-from .verify import Report, verify
+
+if TYPE_CHECKING:
+    from .fetch import Fetcher
+    from .keys import KeyChain
+    from .pipeline import DecryptResult
+    from .progress import Progress
+    from .verify import Report
 
 log = logging.getLogger("hlsdecrypt")
 SOURCE_HELP = "M3U8 playlist: a local path or an http(s) URL"
@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 # -- from arguments to library objects ---------------------------------------------------
 
 def _fetcher(args: argparse.Namespace) -> Fetcher:
+    from .fetch import Fetcher
+
     jobs = getattr(args, "jobs", None)
     if jobs is not None and jobs < 1:
         raise UsageError("jobs must be at least 1", option="jobs")
@@ -179,6 +181,8 @@ def _fetcher(args: argparse.Namespace) -> Fetcher:
 
 
 def _keys(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_failure: bool = True) -> KeyChain:
+    from .keys import key_chain
+
     return key_chain(key=args.key, keys_file=args.keys, cache=args.key_cache, source=args.key_source,
                      credentials=args.credentials, endpoint=args.api_endpoint, region=args.region,
                      rate=args.api_rate, timeout=args.timeout, fetcher=fetcher,
@@ -238,6 +242,8 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def _refuse_shared_outputs(jobs: list[tuple[str, str]]) -> None:
     """``a/rec/index.m3u8`` and ``b/rec/index.m3u8`` would both become ``rec.ts``: say so now."""
+    from .uris import stream_name
+
     seen: dict[str, str] = {}
     for source, output in jobs:
         if output == "-":
@@ -253,12 +259,16 @@ def _refuse_shared_outputs(jobs: list[tuple[str, str]]) -> None:
 
 def _decrypt(args: argparse.Namespace, source: str, output: str, keys: KeyChain, fetcher: Fetcher,
              progress: Progress | None = None) -> DecryptResult:
+    from .pipeline import decrypt
+
     return decrypt(source, output, keys=keys, fetcher=fetcher, variant=args.variant, key_id_param=args.key_id_param,
                    jobs=args.jobs, media_check=not args.no_media_check, resume=args.resume,
                    skip_missing=args.skip_missing, force=args.force, inputs=_inputs(args), progress=progress)
 
 
 def _decrypt_one(args: argparse.Namespace, source: str, output: str, keys: KeyChain, fetcher: Fetcher) -> int:
+    from .progress import Progress
+
     show = sys.stderr.isatty() and not args.quiet
     result = _decrypt(args, source, output, keys, fetcher, Progress() if show else None)
     where = "stdout" if result.output == "-" else result.output
@@ -315,6 +325,9 @@ def _megabytes(size: int) -> str:
 # -- keys, verify, encrypt ---------------------------------------------------------------
 
 def _run_keys(args: argparse.Namespace) -> int:
+    from .inventory import export_keys, list_keys
+    from .output import check_folder
+
     fetcher = _fetcher(args)
     if not args.export:
         listing = list_keys(args.source, fetcher=fetcher, variant=args.variant, key_id_param=args.key_id_param)
@@ -330,6 +343,11 @@ def _run_keys(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    from .html_report import write_html
+    from .output import check_folder
+    from .report import write_json, write_junit, write_table
+    from .verify import verify
+
     sources = _verify_sources(args)
     reports = (("json", args.json), ("junit", args.junit), ("html", args.html))
     for option, target in reports:
@@ -384,6 +402,8 @@ def _verify_sources(args: argparse.Namespace) -> list[str]:
 
 
 def _run_encrypt(args: argparse.Namespace) -> int:
+    from .encrypt import encrypt
+
     result = encrypt(args.source, args.output, fetcher=_fetcher(args), rotate=args.rotate, iv=args.iv,
                      key_uri=args.key_uri, keys_file=args.keys, variant=args.variant)
     log.info("wrote %s: %s under %s, keys in %s", result.playlist, plural(result.segments, "segment"),

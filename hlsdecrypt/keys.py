@@ -14,17 +14,20 @@ import logging
 import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterable, Protocol
+from typing import TYPE_CHECKING, Iterable, Protocol
 from urllib.parse import unquote_to_bytes
 
-from .api import DEFAULT_ENDPOINT, ApiKeySource, endpoint_from_env, region_for
 from .credentials import Credentials, find_credentials
 from .crypto import DataKey
+from .defaults import DEFAULT_ENDPOINT, KEY_SOURCES
 from .errors import HlsDecryptError, KeyUnavailable, UsageError
 from .fetch import MAX_KEY_FILE, Fetcher
 from .keystore import KeyCache, read_keys
 from .playlist import KeyRef, Part
 from .uris import is_url
+
+if TYPE_CHECKING:
+    from .api import ApiKeySource
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -220,9 +223,6 @@ class KeyChain:
         raise KeyUnavailable(f"{ref.name} (line {ref.line}): {why}{needed}")
 
 
-KEY_SOURCES = ("auto", "api", "uri", "none")
-
-
 def key_chain(*, key: str | DataKey | None = None, keys_file: str | None = None, cache: str | None = None,
               source: str = "auto", credentials: str | Credentials | None = None, endpoint: str | None = None,
               region: str | None = None, rate: float = 1.0, timeout: float = 10.0, fetcher: Fetcher | None = None,
@@ -273,6 +273,8 @@ def _hex_key(text: str) -> DataKey:
 
 def _api_source(credentials: Credentials, endpoint: str | None, region: str | None, rate: float,
                 timeout: float) -> ApiKeySource:
+    from .api import ApiKeySource, endpoint_from_env, region_for  # only with access keys: they are what it needs
+
     if rate <= 0:
         raise UsageError("rate must be positive", option="rate")
     endpoint = (endpoint or endpoint_from_env()).rstrip("/")

@@ -13,6 +13,7 @@ from functools import partial
 from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator, Protocol, TypeVar
 
 from .crypto import CbcDecryptor, decrypt_cbc
+from .defaults import HTTP_JOBS
 from .errors import DecryptError, FetchError, InputError, OutputError
 from .fetch import Buffer, Fetcher, Scratch
 from .keys import KeyChain, key_chain
@@ -31,10 +32,6 @@ from .uris import is_url, stream_name
 log = logging.getLogger("hlsdecrypt")
 
 MAX_MASTER_DEPTH = 3
-#: Parallel fetches for http(s) segments: enough to hide a server's latency, and no more
-#: connections than a browser opens to one host. Local files stream on one thread (plus the
-#: writer's): more would only hold more segments in memory.
-HTTP_JOBS = 6
 #: Chunks queued for the writer thread.
 WRITE_AHEAD = 4
 T = TypeVar("T")

@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
-import m3u8
-
 from .errors import InputError, UnsupportedEncryption
 from .uris import is_url, scheme_of
 
@@ -217,6 +215,8 @@ def parse(text: str, uri: str, *, key_id_param: str | None = None) -> MediaPlayl
         raise InputError(f"{uri}: empty, not an M3U8 playlist")
     if not lines[first - 1].strip().startswith("#EXTM3U"):  # blank lines before it are common: allowed
         raise InputError(f"{uri}: line {first}: not an M3U8 playlist (no #EXTM3U)")
+    import m3u8  # here, not at the top: importing it costs more than parsing a short playlist
+
     stamper = _LineStamper()
     try:
         data = m3u8.parse("\n".join(_clean(lines, uri)), custom_tags_parser=stamper)
@@ -281,6 +281,8 @@ def _note_unneeded(line: str, n: int, uri: str) -> None:
     """Under ``-v``, name a hidden tag that the library could not have parsed: the playlist is off there."""
     if not log.isEnabledFor(logging.DEBUG):
         return
+    import m3u8
+
     try:
         m3u8.parse(line)
     except Exception as exc:
@@ -308,6 +310,8 @@ def _extinf(line: str, n: int, uri: str) -> str:
 
 def _stream_inf(line: str, n: int, uri: str) -> str:
     """EXT-X-STREAM-INF without the numbers the library cannot read, except BANDWIDTH, which chooses the variant."""
+    import m3u8
+
     try:
         m3u8.parse(line)
         return line
