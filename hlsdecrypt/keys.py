@@ -151,7 +151,8 @@ class KeyChain:
             self._future(ref, group)
 
     def get(self, ref: KeyRef) -> DataKey:
-        return self._future(ref, None).result()
+        found = self.resolved.get(ref.identity)  # asked for every part: spare it the lock once the key is in
+        return found if found is not None else self._future(ref, None).result()
 
     def peek(self, ref: KeyRef) -> DataKey | None:
         """The key of ``ref`` if already resolved, without waiting: for fingerprints in journals."""

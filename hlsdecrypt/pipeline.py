@@ -181,15 +181,18 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
         yield part, streamed(part)
 
 
-@contextmanager
-def errors_about(part: Part) -> Iterator[None]:
+class errors_about:  # a class, not @contextmanager: entered for every part, and a third of the price
     """Attach the part concerned to segment-level errors (their message then names it first)."""
-    try:
-        yield
-    except (FetchError, DecryptError, InputError) as exc:
-        if exc.part is None:
-            exc.part = part
-        raise
+
+    def __init__(self, part: Part):
+        self.part = part
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, (FetchError, DecryptError, InputError)) and exc.part is None:
+            exc.part = self.part
 
 
 def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain | None = None,
@@ -244,7 +247,8 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
     progress = progress or _NoProgress()
     local = [playlist.uri, *(p.uri for p in playlist.parts), *(k.resolved_uri for k in playlist.keys)]
     inputs = [*inputs, *(uri for uri in local if not is_url(uri))]
-    with Output(output, plan_fingerprint(playlist), resume=resume, force=force, inputs=inputs) as out, \
+    plan = plan_fingerprint(playlist) if resume else ""  # only a journal keeps it
+    with Output(output, plan, resume=resume, force=force, inputs=inputs) as out, \
             _output_errors(output):
         if out.resumed and not _same_keys(out, playlist, keys):
             log.warning("the keys differ from the interrupted run's: starting over")

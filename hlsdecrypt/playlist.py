@@ -17,6 +17,7 @@ import logging
 import os.path
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 from .errors import InputError, UnsupportedEncryption
@@ -28,7 +29,7 @@ log = logging.getLogger("hlsdecrypt")
 KEY_ID_PARAMS = ("key_id", "keyid", "kid")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ByteRange:
     offset: int
     length: int
@@ -44,12 +45,12 @@ class KeyRef:
     iv: bytes | None  # the explicit IV attribute, if any
     line: int
 
-    @property
+    @cached_property  # asked for every part that uses the key: computed once
     def inline(self) -> bool:
         """A ``data:`` URI: the key itself is written in the playlist, so the URI is never shown."""
         return scheme_of(self.uri) == "data"
 
-    @property
+    @cached_property
     def identity(self) -> str:
         """Two key tags with the same identity name the same key (IVs may differ)."""
         if self.key_id:
@@ -77,7 +78,7 @@ class KeyRef:
                 f"iv={self.iv!r}, line={self.line})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a long recording holds 100,000 of them
 class Part:
     """One piece of the output, in order: an init section or a media segment."""
 
@@ -120,11 +121,12 @@ class MediaPlaylist:
     parts: tuple[Part, ...]
     ended: bool  # EXT-X-ENDLIST seen: a complete recording, not a live window
 
-    @property
+    # computed once: a day-long recording has 100,000 parts, and these are asked for often
+    @cached_property
     def segments(self) -> tuple[Part, ...]:
         return tuple(p for p in self.parts if not p.is_init)
 
-    @property
+    @cached_property
     def keys(self) -> tuple[KeyRef, ...]:
         """One KeyRef per distinct key, in order of first use."""
         first: dict[str, KeyRef] = {}
@@ -510,6 +512,10 @@ def _byterange(text: str | None, part_uri: str, ends: dict[str, int], uri: str, 
     return ByteRange(offset, length)
 
 
+#: A relative or absolute path, perhaps with a query: no scheme, host, fragment, escapes or white space.
+_PLAIN_PATH = re.compile(r"(?!//)[^:%#\s\x00-\x1f]+")
+
+
 def resolve(base: str, ref: str, line: int = 0) -> str:
     """Resolve a playlist reference (from ``line``) against the playlist's own URL or local path.
 
@@ -520,6 +526,8 @@ def resolve(base: str, ref: str, line: int = 0) -> str:
     try:
         if "\0" in ref:
             raise ValueError("a NUL byte")
+        if _PLAIN_PATH.fullmatch(ref) and not is_url(base):  # most references: quicker than urllib, same result
+            return os.path.normpath(os.path.join(os.path.dirname(base), ref.partition("?")[0]))
         if is_url(ref) or is_url(base):
             return urljoin(base, ref)
         if scheme_of(ref):
