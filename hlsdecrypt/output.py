@@ -87,6 +87,11 @@ class Output:
         self.file = self._reopen() or self._create()
         return self
 
+    @property
+    def regular_file(self) -> bool:
+        """Written to a file of our own (not stdout, a pipe, a device or a file object given)."""
+        return self._stream is None and not self.in_place
+
     def _reopen(self) -> BinaryIO | None:
         """The partial file of an earlier run, if its journal matches this plan."""
         try:
@@ -320,10 +325,11 @@ class BackgroundWriter:
     short segments would pay for every part. So chunks smaller than ``batch`` bytes, and calls,
     are gathered and handed over together once ``batch`` bytes are gathered or ``linger``
     seconds have passed since the last hand-over: a slow stream still hands over each part as it
-    comes, a fast one in batches.
+    comes, a fast one in batches. With ``batch=0`` (the default) every chunk and call is handed
+    over as it comes: what a pipe needs, whose reader may be a player waiting for the next part.
     """
 
-    def __init__(self, out: BinaryIO, depth: int, *, batch: int = 64 * 1024, linger: float = 0.02):
+    def __init__(self, out: BinaryIO, depth: int, *, batch: int = 0, linger: float = 0.02):
         self._out = out
         self._queue: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
@@ -348,7 +354,7 @@ class BackgroundWriter:
         if self._error:
             raise self._error
         self._calls.append(fn)
-        if time.monotonic() - self._handed >= self._linger:
+        if not self._batch_size or time.monotonic() - self._handed >= self._linger:
             self._hand_over(None)
 
     def close(self) -> None:

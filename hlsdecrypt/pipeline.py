@@ -34,6 +34,8 @@ log = logging.getLogger("hlsdecrypt")
 MAX_MASTER_DEPTH = 3
 #: Chunks queued for the writer thread.
 WRITE_AHEAD = 4
+#: Parts shorter than this are handed to the writer thread in batches of this many bytes.
+BATCH = 64 * 1024
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -257,7 +259,8 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
         if resumed_after:
             log.info("resuming after %d of %d parts (%d bytes)", resumed_after, len(playlist.parts), out.bytes_done)
         progress.start(len(playlist.parts) - resumed_after)
-        writer = BackgroundWriter(out.file, WRITE_AHEAD)
+        # batches of short parts for a file; a pipe's reader (a player, say) gets each part as it comes
+        writer = BackgroundWriter(out.file, WRITE_AHEAD, batch=BATCH if out.regular_file else 0)
         try:
             for part, chunks in clear_parts(playlist, keys, fetcher, start=resumed_after, jobs=jobs,
                                             media_check=media_check, gaps=missing):
