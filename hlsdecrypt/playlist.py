@@ -161,6 +161,8 @@ class _LineStamper:
         self._keys: dict[str, dict] = {}  # KEYFORMAT -> the EXT-X-KEY in force for it
 
     def __call__(self, line: str, lineno: int, data: dict, state: dict) -> bool:
+        if line == "#":  # a hidden tag (see _clean): nothing for the library to try its forty tag names on
+            return True
         self._state = state
         self.finish()
         self.last_line = lineno
@@ -246,7 +248,7 @@ _LEADING_NUMBER = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))")
 
 
 def _clean(lines: list[str], uri: str) -> list[str]:
-    """The lines for the library, one for one: tags decryption does not need become blank, EXTINF
+    """The lines for the library, one for one: tags decryption does not need become bare ``#``, EXTINF
     and EXT-X-STREAM-INF lose what the library cannot parse. Blank lines before ``#EXTM3U``
     become comments, since the library would strip them and count its lines from there."""
     cleaned: list[str] = []
@@ -272,7 +274,7 @@ def _clean(lines: list[str], uri: str) -> list[str]:
             if tag == "#EXT-X-PART" and not parts_after:
                 parts_after = n
             _note_unneeded(line, n, uri)
-            line = ""
+            line = "#"
         cleaned.append(line)
     if parts_after:
         log.debug("%s: line %d: leaving out the parts of a segment still being made (EXT-X-PART)", uri, parts_after)
