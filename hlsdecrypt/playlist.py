@@ -230,8 +230,8 @@ def parse(text: str, uri: str, *, key_id_param: str | None = None) -> MediaPlayl
         raise InputError(f"{uri}: line {line}: cannot parse {bad!r} ({_shown(str(exc))})") from None
     stamper.finish()
     if data["is_variant"]:
-        return _master(data, text, uri)
-    return _media(data, text, uri, key_id_param)
+        return _master(data, lines, uri)
+    return _media(data, lines, uri, key_id_param)
 
 
 #: The tags whose values decryption reads, or that shape the list of segments and variants
@@ -348,8 +348,7 @@ def _shown(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _master(data: dict, text: str, uri: str) -> MasterPlaylist:
-    lines = text.splitlines()
+def _master(data: dict, lines: list[str], uri: str) -> MasterPlaylist:
     uri_lines = [n for n, line in enumerate(lines, 1) if line.strip() and not line.lstrip().startswith("#")]
     variants = []
     for i, entry in enumerate(data["playlists"]):
@@ -379,14 +378,15 @@ def choose_variant(master: MasterPlaylist, choice: str) -> Variant:
     raise InputError(f"{master.uri}: no variant {choice!r}: choose best, worst or 0..{len(variants) - 1}")
 
 
-def _media(data: dict, text: str, uri: str, key_id_param: str | None) -> MediaPlaylist:
-    lines = text.splitlines()
+def _media(data: dict, lines: list[str], uri: str, key_id_param: str | None) -> MediaPlaylist:
     parts: list[Part] = []
-    keys: dict[int, KeyRef | None] = {}  # id(key dict) -> KeyRef, so each EXT-X-KEY is converted once
+    keys: dict[int, tuple[dict, KeyRef | None]] = {}  # id(key dict) -> it and its KeyRef: each converted once
     range_ends: dict[str, int] = {}  # resolved URI -> end of its previous sub-range
     current_map = None
     sequence = data["media_sequence"]
-    for segment in data["segments"]:
+    segments = data["segments"]
+    for index, segment in enumerate(segments):
+        segments[index] = None  # the library's dict goes as its part comes: both at once would double the peak
         seg_line = _uri_line(lines, segment.get("_line", 0))
         if not segment.get("uri"):
             raise InputError(f"{uri}: line {segment.get('_line', 0)}: segment tags with no URI after them")
@@ -427,9 +427,10 @@ def _uri_line(lines: list[str], start: int) -> int:
 def _key_ref(raw: dict | None, cache: dict, uri: str, key_id_param: str | None) -> KeyRef | None:
     if raw is None:
         return None
-    if id(raw) not in cache:
-        cache[id(raw)] = _convert_key(raw, uri, key_id_param)
-    return cache[id(raw)]
+    entry = cache.get(id(raw))
+    if entry is None:  # the cache holds the dict too, so that its id stays its own
+        entry = cache[id(raw)] = (raw, _convert_key(raw, uri, key_id_param))
+    return entry[1]
 
 
 def _convert_key(raw: dict, uri: str, key_id_param: str | None) -> KeyRef | None:
