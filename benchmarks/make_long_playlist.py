@@ -68,10 +68,10 @@ def main() -> None:
             (out / key_file).write_bytes(AES.new(key, AES.MODE_CBC, iv=zero_iv).encrypt(pad(clear, 16)))
             hours, rest = divmod(i * SEGMENT_SECONDS, 3600)
             day, hours = divmod(hours, 24)
-            lines += [f"#EXT-X-PROGRAM-DATE-TIME:2026-01-{1 + day:02d}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
-                      ".000+08:00",
-                      f'#EXT-X-KEY:METHOD=AES-128,URI="https://kms.example.com/get_hls_enc_key?key_id={kid}",'
-                      f"IV=0x{zero_iv.hex()}"]
+            when = f"2026-01-{1 + day:02d}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.000+08:00"
+            key_uri = f"https://kms.example.com/get_hls_enc_key?key_id={kid}"
+            lines += [f"#EXT-X-PROGRAM-DATE-TIME:{when}",
+                      f'#EXT-X-KEY:METHOD=AES-128,URI="{key_uri}",IV=0x{zero_iv.hex()}']
         name = f"seg{FIRST_SEQUENCE + i}.ts"
         os.link(out / key_file, out / name)
         clear_hash.update(clear)
