@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""hlsdecrypt against cat, openssl and ffmpeg on large local streams, plus HTTP and API runs.
+"""hlsdecrypt against cat, openssl and ffmpeg on large local streams, plus HTTP and API runs,
+start-up time, and playlists of up to 100,000 segments.
 
     python3 benchmarks/run.py                       # 720 MB stream, 3 rounds
     python3 benchmarks/run.py --sizes 100,720,2000  # also shows that memory does not grow
+    python3 benchmarks/run.py --only startup,long   # start-up, and cost against playlist length
 
 Streams are built by make_stream.py into bench-data/ (git-ignored) when missing. Each round
 runs every tool once, in turn, writing to the same disk; the table gives the median wall time,
 the peak RSS of the process tree, and whether the output's sha256 is the clear reference's
 (ffmpeg remuxes, so its bytes differ by design). Prints Markdown tables for the README.
+
+Start-up runs each command many times, in turn with ``python -c pass``, and gives medians. Long
+playlists are built by make_long_playlist.py: one-packet segments, so that what is measured is
+what each command costs per playlist entry, not per byte.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench-data"
@@ -50,6 +57,23 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     if proc.returncode:
         raise SystemExit(f"{cmd[0]} failed: {proc.stderr.read().decode()[-500:]}")
     return wall, usage.ru_maxrss / 1024
+
+
+class Usage(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # user + system seconds, the process and its children
+    rss: float  # peak MiB of the largest process
+
+
+def usage_of(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> Usage:
+    """Like ``timed``, with CPU time too, which a busy machine disturbs less than wall time."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env or ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"{' '.join(cmd[:5])} failed: {proc.stderr.read().decode()[-500:]}")
+    return Usage(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def sha256(path: Path) -> str:
@@ -166,11 +190,102 @@ def api_rows(src: Path, out_dir: Path) -> list[str]:
             f"| sum of the two above, had they not overlapped | {local + keys_only:.2f} |"]
 
 
+#: Libraries whose import costs more than a short command's own work: which commands load them.
+HEAVY = ("m3u8", "Crypto", "requests")
+
+
+def imported(cmd: list[str], cwd: Path) -> str:
+    """The heavy libraries a command imports (read from ``python -X importtime``)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *cmd[1:]], env=ENV, cwd=cwd, capture_output=True,
+                          text=True, check=True)
+    names = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    return ", ".join(h for h in HEAVY if h in names) or "none"
+
+
+def startup_rows(runs: int, out_dir: Path) -> list[str]:
+    """Commands that do little, each run ``runs`` times in turn with ``python -c pass``: the medians."""
+    # The figures are for hlsdecrypt as installed, whose modules pip compiles to bytecode;
+    # PYTHONDONTWRITEBYTECODE would otherwise make every run compile them anew.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ENV["PYTHONPATH"], "hlsdecrypt")],
+                   check=True)
+    live = ROOT / "fixtures/live_rotation"
+    out = out_dir / "clear.ts"
+    commands = {
+        "`python3 -c pass` (the floor)": [sys.executable, "-c", "pass"],
+        "`hlsdecrypt --version`": [*HLSDECRYPT, "--version"],
+        "`hlsdecrypt --help`": [*HLSDECRYPT, "--help"],
+        "`hlsdecrypt decrypt` of the shipped fixture (README quick start)":
+            [*HLSDECRYPT, "decrypt", str(live / "index.m3u8"), "--keys", str(live / "keys.json"), "-o", str(out),
+             "--force"],
+    }
+    samples: dict[str, list[Usage]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, cmd in commands.items():
+            samples[name].append(usage_of(cmd, cwd=out_dir))  # cwd: -m must find this tree's package, no other
+    assert sha256(out) == sha256(live / "clear.ts")
+    floor = statistics.median(u.wall for u in samples["`python3 -c pass` (the floor)"])
+    rows = [f"Start-up: median of {runs} runs each, in turn", "",
+            "| command | wall (ms) | over the floor (ms) | CPU (ms) | peak RSS (MiB) | imports |",
+            "|---|---:|---:|---:|---:|---|"]
+    for name, cmd in commands.items():
+        wall = statistics.median(u.wall for u in samples[name])
+        cpu = statistics.median(u.cpu for u in samples[name])
+        rss = statistics.median(u.rss for u in samples[name])
+        heavy = "—" if "python3" in name else imported(cmd, out_dir)
+        rows.append(f"| {name} | {wall * 1000:.0f} | {(wall - floor) * 1000:.0f} | {cpu * 1000:.0f} | {rss:.0f} "
+                    f"| {heavy} |")
+    return rows
+
+
+def long_playlist(segments: int) -> Path:
+    path = DATA / f"long{segments}"
+    if not (path / "clear.sha256").exists():
+        subprocess.run([sys.executable, str(ROOT / "benchmarks/make_long_playlist.py"), str(path),
+                        "--segments", str(segments)], check=True)
+    return path
+
+
+def long_rows(sizes: list[int], out_dir: Path) -> list[str]:
+    """Each command on playlists of growing length: its cost per segment should not grow."""
+    def commands(src: Path) -> dict[str, list[str]]:
+        playlist, keys = str(src / "index.m3u8"), ["--keys", str(src / "keys.json"), "--key-source", "none"]
+        return {
+            "`keys` (list)": [*HLSDECRYPT, "keys", playlist],
+            "`keys --export`": [*HLSDECRYPT, "keys", playlist, *keys, "--export", str(out_dir / "k.json")],
+            "`verify`": [*HLSDECRYPT, "verify", playlist, *keys],
+            "`verify --json`": [*HLSDECRYPT, "verify", playlist, *keys, "--json", str(out_dir / "r.json")],
+            "`decrypt`": [*HLSDECRYPT, "decrypt", playlist, *keys, "-o", str(out_dir / "out.ts")],
+            "`decrypt --resume`": [*HLSDECRYPT, "decrypt", playlist, *keys, "-o", str(out_dir / "out.ts"), "--resume"],
+        }
+
+    results: dict[str, list[Usage]] = {}
+    streams = [long_playlist(n) for n in sizes]
+    for src in streams:
+        for name, cmd in commands(src).items():
+            for leftover in ("out.ts", "k.json"):
+                (out_dir / leftover).unlink(missing_ok=True)
+            results.setdefault(name, []).append(usage_of(cmd, cwd=out_dir))
+            if name.startswith("`decrypt"):
+                assert sha256(out_dir / "out.ts") == (src / "clear.sha256").read_text().strip(), f"{name}: differs"
+    keys = [len(json.loads((src / "keys.json").read_text())) for src in streams]
+    head = " | ".join(f"{n:,} segments, {k:,} keys" for n, k in zip(sizes, keys))
+    rows = ["Long playlists (one 188-byte packet per segment, so nearly all of it is per-segment cost): "
+            "wall s, CPU s, peak MiB", "",
+            f"| command | {head} | CPU per segment at {sizes[-1]:,} |", "|---|" + "---:|" * (len(sizes) + 1)]
+    for name, usages in results.items():
+        cells = " | ".join(f"{u.wall:.2f} s, {u.cpu:.2f} s, {u.rss:.0f} MiB" for u in usages)
+        rows.append(f"| {name} | {cells} | {usages[-1].cpu / sizes[-1] * 1e6:.0f} µs |")
+    return rows
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     aes = "AES-NI" if " aes " in Path("/proc/cpuinfo").read_text() else "no AES-NI"
     return f"{os.cpu_count()} cores, {cpu} ({aes}), Python {platform.python_version()}, {platform.system()}"
+
+
+SECTIONS = ("local", "http", "api", "startup", "long")
 
 
 def main() -> None:
@@ -180,21 +295,39 @@ def main() -> None:
     ap.add_argument("--sizes", default="", help="comma-separated stream sizes in MB for the memory table")
     ap.add_argument("--latency", type=float, default=0.05, help="seconds added per HTTP request (default 0.05)")
     ap.add_argument("--data", type=Path, default=DATA, help=f"where the generated streams live (default {DATA})")
+    ap.add_argument("--startup-runs", type=int, default=21, help="runs of each start-up command (default 21)")
+    ap.add_argument("--long", default="10000,100000",
+                    help="segments in the long playlists, comma-separated (default 10000,100000)")
+    ap.add_argument("--tree", type=Path, default=ROOT,
+                    help="the checkout whose hlsdecrypt the startup and long tables measure (default this one)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"the tables to make, comma-separated, among {', '.join(SECTIONS)} (default all)")
     args = ap.parse_args()
     globals()["DATA"] = args.data
-    src = stream(args.mb)
+    ENV["PYTHONPATH"] = str(args.tree.resolve())
+    only = set(args.only.split(","))
+    if only - set(SECTIONS):
+        ap.error(f"--only: no table {', '.join(sorted(only - set(SECTIONS)))}")
+    DATA.mkdir(parents=True, exist_ok=True)
+    src = stream(args.mb) if only & {"local", "api"} else None
     print(f"Machine: {machine()}\n")
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
         out_dir = Path(tmp)
-        print("\n".join(local_table(src, args.rounds, out_dir)), end="\n\n")
-        if Path("/dev/shm").is_dir():  # memory, not disk: what each tool costs in CPU
-            with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
-                print("\n".join(local_table(src, args.rounds, Path(shm))), end="\n\n")
-        if args.sizes:
+        if "local" in only:
+            print("\n".join(local_table(src, args.rounds, out_dir)), end="\n\n")
+            if Path("/dev/shm").is_dir():  # memory, not disk: what each tool costs in CPU
+                with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+                    print("\n".join(local_table(src, args.rounds, Path(shm))), end="\n\n")
+        if args.sizes and "local" in only:
             print("\n".join(memory_rows([int(s) for s in args.sizes.split(",")], out_dir)), end="\n\n")
-        small = stream(100)
-        print("\n".join(http_rows(small, out_dir, args.latency)), end="\n\n")
-        print("\n".join(api_rows(src, out_dir)))
+        if "http" in only:
+            print("\n".join(http_rows(stream(100), out_dir, args.latency)), end="\n\n")
+        if "api" in only:
+            print("\n".join(api_rows(src, out_dir)), end="\n\n")
+        if "startup" in only:
+            print("\n".join(startup_rows(args.startup_runs, out_dir)), end="\n\n")
+        if "long" in only:
+            print("\n".join(long_rows([int(n) for n in args.long.split(",")], out_dir)), end="\n\n")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from .credentials import Credentials
 from .crypto import DataKey
+from .defaults import DEFAULT_ENDPOINT, DEFAULT_REGION
 from .errors import ApiError, KeyUnavailable, plural
 from .http import Answer, Failure, HttpClient
 from .playlist import KeyRef
@@ -29,8 +30,6 @@ from .signer import sign_get
 log = logging.getLogger("hlsdecrypt")
 
 ACTION, VERSION, SERVICE = "GetHLSEncryptDataKey", "2023-01-01", "live"
-DEFAULT_ENDPOINT = "https://live.volcengineapi.com"
-DEFAULT_REGION = "cn-north-1"
 #: The same API sold internationally; its region differs, so an endpoint implies a region.
 REGIONS = {"open.byteplusapi.com": "ap-singapore-1"}
 

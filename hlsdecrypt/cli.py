@@ -1,5 +1,9 @@
 """The command line: it parses arguments, calls the Python API, shows what came back, and is the
-one place errors become exit codes."""
+one place errors become exit codes.
+
+Each command imports the library it needs when it runs: building the parser, which is all that
+``--version`` and ``--help`` do, imports nothing but the defaults it shows.
+"""
 
 from __future__ import annotations
 
@@ -12,31 +16,21 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from . import __version__, stop
-from .api import DEFAULT_ENDPOINT, DEFAULT_REGION
-from .completion import SHELLS, script
-from .config import load_config
-from .encryption import DEFAULT_KEY_URI, IV_MODES, encrypt
+from .defaults import (DEADLINE, DEFAULT_ENDPOINT, DEFAULT_KEY_URI, DEFAULT_REGION, HTTP_JOBS, IV_MODES, KEY_SOURCES,
+                       KEY_STORE_ENV, SHELLS)
 from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, KeyStoreError, OutputError,
                      OutputExists, SegmentError, UsageError, VerificationFailed, plural)
-from .fetch import DEADLINE, Fetcher
-from .fleet import KEY_STORE_ENV
-from .live import FollowResult, follow, format_seconds, parse_duration
-from .html_report import write_html
-from .http import request_options
-from .inventory import export_keys, list_keys
-from .keys import KEY_SOURCES, KeyChain, key_chain
-from .manpage import manpage
-from .output import check_folder
-from .pipeline import HTTP_JOBS, DecryptResult, decrypt
-from .progress import LogHandler, Progress, end_line
-from .report import write_json, write_junit, write_table
-from .shard import Shard
-from .summary import FAILED, SKIPPED, RunSummary
-from .uris import stream_name
-from .verification import Report, verify, verify_all, verify_live
+
+if TYPE_CHECKING:
+    from .fetch import Fetcher
+    from .keys import KeyChain
+    from .live import FollowResult
+    from .pipeline import DecryptResult
+    from .progress import Progress
+    from .verification import Report
 
 log = logging.getLogger("hlsdecrypt")
 SOURCE_HELP = "M3U8 playlist: a local path or an http(s) URL"
@@ -242,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
 # -- from arguments to library objects ---------------------------------------------------
 
 def _fetcher(args: argparse.Namespace) -> Fetcher:
+    from .fetch import Fetcher
+    from .http import request_options
+
     jobs = getattr(args, "jobs", None)
     if jobs is not None and jobs < 1:
         raise UsageError("jobs must be at least 1", option="jobs")
@@ -253,6 +250,8 @@ def _fetcher(args: argparse.Namespace) -> Fetcher:
 
 
 def _keys(args: argparse.Namespace, fetcher: Fetcher, *, stop_after_failure: bool = True) -> KeyChain:
+    from .keys import key_chain
+
     return key_chain(key=args.key, keys_file=args.keys, cache=args.key_cache,
                      store=args.key_store or os.environ.get(KEY_STORE_ENV), source=args.key_source,
                      credentials=args.credentials, endpoint=args.api_endpoint, region=args.region,
@@ -294,6 +293,9 @@ def _run_decrypt(args: argparse.Namespace) -> int:
 
 def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(source, output) pairs, checked before any work: no two streams may share an output."""
+    from .output import check_folder
+    from .shard import Shard
+
     if args.resume and args.output == "-":
         raise UsageError("--resume needs an output file, not stdout")
     if args.batch:
@@ -328,6 +330,8 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def _refuse_shared_outputs(jobs: list[tuple[str, str]]) -> None:
     """``a/rec/index.m3u8`` and ``b/rec/index.m3u8`` would both become ``rec.ts``: say so now."""
+    from .uris import stream_name
+
     seen: dict[str, str] = {}
     for source, output in jobs:
         if output == "-":
@@ -344,6 +348,9 @@ def _refuse_shared_outputs(jobs: list[tuple[str, str]]) -> None:
 def _decrypt(args: argparse.Namespace, source: str, output: str, keys: KeyChain, fetcher: Fetcher,
              progress: Progress | None = None, *, batch: bool = False) -> DecryptResult:
     """One stream; with --json-summary, its outcome goes into the summary (a batch skips outputs that exist)."""
+    from .pipeline import decrypt
+    from .summary import FAILED, SKIPPED, RunSummary
+
     summary: RunSummary | None = getattr(args, "summary", None)
     began = time.monotonic()
     try:
@@ -367,6 +374,8 @@ def _decrypt(args: argparse.Namespace, source: str, output: str, keys: KeyChain,
 def _progress(args: argparse.Namespace, keys: KeyChain, *, label: str = "",
               transient: bool = False) -> Progress | None:
     """A redrawn line on a terminal, a plain line now and then in a log; none under -q."""
+    from .progress import Progress
+
     return None if args.quiet else Progress(sys.stderr, keys=keys.progress, label=label, transient=transient)
 
 
@@ -374,6 +383,8 @@ def _progress(args: argparse.Namespace, keys: KeyChain, *, label: str = "",
 def _summary(args: argparse.Namespace) -> Iterator[Callable[[int], int]]:
     """With --json-summary, collect each stream's outcome (in ``_decrypt``) and write the summary at the
     end, however it comes; ``finished(code)`` gives the exit code it reports."""
+    from .summary import RunSummary
+
     codes = [1]
 
     def finished(code: int) -> int:
@@ -459,6 +470,8 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
 
 def _follow(args: argparse.Namespace) -> int:
     """decrypt --follow: one live stream into one file; a gap exits 5 at the end unless --skip-missing."""
+    from .live import follow
+
     if not args.follow:
         raise UsageError("--duration goes with --follow")
     if args.batch or len(args.sources) != 1:
@@ -482,6 +495,8 @@ def _follow(args: argparse.Namespace) -> int:
 
 
 def _followed(result: FollowResult) -> str:
+    from .live import format_seconds
+
     where = "stdout" if result.output == "-" else result.output
     span = f" ({result.first_sequence}-{result.last_sequence})" if result.segments else ""
     earlier = f", after {plural(result.resumed_after, 'part')} of an earlier run" if result.resumed_after else ""
@@ -491,6 +506,8 @@ def _followed(result: FollowResult) -> str:
 
 
 def _duration(text: str) -> float:
+    from .live import parse_duration
+
     try:
         return parse_duration(text)
     except UsageError as exc:
@@ -517,6 +534,9 @@ def _megabytes(size: int) -> str:
 # -- keys, verify, encrypt ---------------------------------------------------------------
 
 def _run_keys(args: argparse.Namespace) -> int:
+    from .inventory import export_keys, list_keys
+    from .output import check_folder
+
     fetcher = _fetcher(args)
     if not args.export:
         listing = list_keys(args.source, fetcher=fetcher, variant=args.variant, key_id_param=args.key_id_param)
@@ -532,6 +552,10 @@ def _run_keys(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    from .html_report import write_html
+    from .output import check_folder
+    from .report import write_json, write_junit, write_table
+
     sources = _verify_sources(args)
     reports = (("json", args.json), ("junit", args.junit), ("html", args.html))
     for option, target in reports:
@@ -576,6 +600,9 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def _verify_one(args: argparse.Namespace, source: str, keys: KeyChain, fetcher: Fetcher) -> list[Report]:
     """A live channel watched; one media playlist (--variant, --reference); or every one of a master."""
+    from .live import format_seconds
+    from .verification import verify, verify_all, verify_live
+
     rotation = args.expect_rotation
     seconds = isinstance(rotation, _Seconds)
     if args.follow is not None:
@@ -613,6 +640,8 @@ def _verify_sources(args: argparse.Namespace) -> list[str]:
 
 
 def _run_encrypt(args: argparse.Namespace) -> int:
+    from .encryption import encrypt
+
     result = encrypt(args.source, args.output, fetcher=_fetcher(args), rotate=args.rotate, iv=args.iv,
                      key_uri=args.key_uri, keys_file=args.keys, variant=args.variant)
     log.info("wrote %s: %s under %s, keys in %s", result.playlist, plural(result.segments, "segment"),
@@ -621,11 +650,15 @@ def _run_encrypt(args: argparse.Namespace) -> int:
 
 
 def _run_completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
     sys.stdout.write(script(build_parser(), args.shell))
     return 0
 
 
 def _run_man(args: argparse.Namespace) -> int:
+    from .manpage import manpage
+
     sys.stdout.write(manpage(build_parser()))
     return 0
 
@@ -646,6 +679,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .config import load_config
+    from .progress import LogHandler
+
     parser = build_parser()
     try:
         config, config_error = load_config(parser), None
@@ -692,4 +728,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _end_line() -> None:
     """Leave a progress line that Ctrl-C interrupted, so that the next message starts a line of its own."""
+    from .progress import end_line
+
     end_line(sys.stderr)

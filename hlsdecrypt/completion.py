@@ -10,7 +10,7 @@ import argparse
 import re
 from dataclasses import dataclass
 
-SHELLS = ("bash", "zsh", "fish")
+from .defaults import SHELLS  # noqa: E402,F401 - kept where the parser can read it without this module
 PROG = "hlsdecrypt"
 #: Values that are paths: completed with file names (or folder names).
 FILE_METAVARS = frozenset({"FILE", "CLEAR", "SOURCE", "OUTPUT"})

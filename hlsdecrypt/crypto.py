@@ -3,16 +3,16 @@
 CBC decryption is parallel (P_i = D_K(C_i) XOR C_{i-1}), so it runs as one ECB pass over a
 chunk followed by one XOR with the ciphertext shifted by a block. Both steps run at memory
 speed in pycryptodome, about ten times faster than its block-by-block ``MODE_CBC``.
+
+pycryptodome is imported with the first key used, not with this module: it takes longer to
+import than ``hlsdecrypt --version`` may take in all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-
-from Crypto.Cipher import AES
-from Crypto.Util.Padding import pad
-from Crypto.Util.strxor import strxor
+from typing import Any
 
 from .errors import DecryptError
 
@@ -23,12 +23,14 @@ Buffer = bytes | bytearray | memoryview
 class DataKey:
     """A 16-byte AES key whose repr and str never show the key."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "_ecb", "_fingerprint")
 
     def __init__(self, value: bytes):
         if len(value) != BLOCK:
             raise ValueError(f"an AES-128 key is 16 bytes, not {len(value)}")
         self._value = bytes(value)
+        self._ecb: Any = None
+        self._fingerprint: str | None = None
 
     @classmethod
     def from_hex(cls, text: str) -> "DataKey":
@@ -39,7 +41,19 @@ class DataKey:
 
     def fingerprint(self) -> str:
         """Tells keys apart without revealing them (a resume journal keeps these, never keys)."""
-        return hashlib.sha256(b"hlsdecrypt journal\0" + self._value).hexdigest()[:16]
+        if self._fingerprint is None:  # asked for every part written
+            self._fingerprint = hashlib.sha256(b"hlsdecrypt journal\0" + self._value).hexdigest()[:16]
+        return self._fingerprint
+
+    def ecb(self) -> Any:
+        """The key's AES-ECB cipher, made once and shared by every part under the key: making one
+        costs more than decrypting a short segment. ECB keeps no state between calls, so threads
+        may share it."""
+        if self._ecb is None:
+            from Crypto.Cipher import AES
+
+            self._ecb = AES.new(self._value, AES.MODE_ECB)
+        return self._ecb
 
     def reveal(self) -> bytes:
         """The key itself: for the cipher and for an explicitly requested key export only."""
@@ -68,7 +82,10 @@ class CbcDecryptor:
     def __init__(self, key: DataKey, iv: bytes, size: int):
         if size == 0 or size % BLOCK:
             raise DecryptError(f"ciphertext length {size} is not a positive multiple of 16")
-        self._ecb = AES.new(key.reveal(), AES.MODE_ECB)
+        from Crypto.Util.strxor import strxor
+
+        self._ecb = key.ecb()
+        self._xor = strxor
         self._previous = bytes(iv)  # the block before the next chunk: the IV, then ciphertext
         self._left = size
 
@@ -80,10 +97,12 @@ class CbcDecryptor:
             raise DecryptError(f"chunk of {size} bytes does not fit the message")
         out = memoryview(bytearray(size)) if out is None else out[:size]
         self._ecb.decrypt(cipher_text, output=out)
-        # pycryptodome's stubs say bytes, but strxor takes any buffer: views avoid copies
-        strxor(out[:BLOCK], self._previous, output=out[:BLOCK])  # type: ignore[arg-type]
+        # one block: integers are quicker than a call into the library, for which a short segment pays twice
+        first = int.from_bytes(out[:BLOCK], "big") ^ int.from_bytes(self._previous, "big")
+        out[:BLOCK] = first.to_bytes(BLOCK, "big")
         if size > BLOCK:
-            strxor(out[BLOCK:], cipher_text[:-BLOCK], output=out[BLOCK:])  # type: ignore[arg-type]
+            # pycryptodome's stubs say bytes, but strxor takes any buffer: views avoid copies
+            self._xor(out[BLOCK:], cipher_text[:-BLOCK], output=out[BLOCK:])  # type: ignore[arg-type]
         self._left -= size
         if self._left:
             self._previous = bytes(cipher_text[-BLOCK:])
@@ -101,6 +120,9 @@ def decrypt_cbc(data: Buffer, key: DataKey, iv: bytes, out: memoryview | None = 
 
 def encrypt_cbc(data: bytes, key: DataKey, iv: bytes) -> bytes:
     """AES-128-CBC with PKCS#7 padding, as HLS encrypts a segment."""
+    from Crypto.Cipher import AES
+    from Crypto.Util.Padding import pad
+
     return AES.new(key.reveal(), AES.MODE_CBC, iv=iv).encrypt(pad(data, BLOCK))
 
 
@@ -112,6 +134,8 @@ def seal(data: bytes, sealing_key: bytes, context: bytes) -> bytes:
     """AES-GCM: nonce, ciphertext and tag in one string. ``context`` (what the value is stored
     under) is authenticated but not stored, so a sealed value copied under another name does not open."""
     nonce = secrets.token_bytes(NONCE)
+    from Crypto.Cipher import AES
+
     cipher = AES.new(sealing_key, AES.MODE_GCM, nonce=nonce)
     cipher.update(context)
     body, tag = cipher.encrypt_and_digest(data)
@@ -122,6 +146,8 @@ def unseal(sealed: bytes, sealing_key: bytes, context: bytes) -> bytes | None:
     """What ``seal`` sealed; None when the sealing key or the context differ, or the value was altered."""
     if len(sealed) < NONCE + TAG:
         return None
+    from Crypto.Cipher import AES
+
     cipher = AES.new(sealing_key, AES.MODE_GCM, nonce=sealed[:NONCE])
     cipher.update(context)
     try:

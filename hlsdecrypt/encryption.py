@@ -17,14 +17,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .crypto import DataKey, encrypt_cbc
+from .defaults import DEFAULT_KEY_URI, IV_MODES
 from .errors import InputError, UsageError, plural
 from .fetch import Fetcher
 from .keystore import read_keys, write_key_file, write_keys
 from .pipeline import load_media_playlist
 from .playlist import Part
-
-IV_MODES = ("implicit", "explicit", "zero")
-DEFAULT_KEY_URI = "key{n}.bin"
 
 
 @dataclass(frozen=True)

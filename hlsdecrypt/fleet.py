@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hlsdecrypt")
 
-KEY_STORE_ENV = "HLSDECRYPT_KEY_STORE"
+from .defaults import KEY_STORE_ENV  # noqa: E402,F401 - the name users look for here too
 SECRET_ENV = "HLSDECRYPT_KEY_STORE_SECRET"
 SCHEMES = ("redis", "rediss")
 #: Every name hlsdecrypt writes in Redis starts so; a database (``/1``) keeps fleets apart.

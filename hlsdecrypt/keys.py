@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Protocol
 from urllib.parse import unquote_to_bytes
 
-from .api import DEFAULT_ENDPOINT, ApiKeySource, endpoint_from_env, region_for
 from .credentials import Credentials, find_credentials
 from .crypto import DataKey
+from .defaults import DEFAULT_ENDPOINT, KEY_SOURCES
 from .errors import HlsDecryptError, KeyUnavailable, UsageError
 from .fetch import MAX_KEY_FILE, Fetcher
 from .keystore import KeyCache, read_keys
@@ -29,6 +29,7 @@ from .uris import is_url
 
 if TYPE_CHECKING:
     from .fleet import Fleet
+    from .api import ApiKeySource
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -178,12 +179,14 @@ class KeyChain:
         resolved = sum(identity in self.resolved for identity in wanted)
         if source is None or resolved == len(wanted):
             return KeyProgress(resolved, len(wanted))
-        if isinstance(source, ApiKeySource):
-            return KeyProgress(resolved, len(wanted), f"API: {_per_second(source.rate)}", source.rate)
+        rate = getattr(source, "rate", None)  # a source with a rate limit: the API
+        if rate:
+            return KeyProgress(resolved, len(wanted), f"API: {_per_second(rate)}", rate)
         return KeyProgress(resolved, len(wanted), source.name)
 
     def get(self, ref: KeyRef) -> DataKey:
-        return self._future(ref, None).result()
+        found = self.resolved.get(ref.identity)  # asked for every part: spare it the lock once the key is in
+        return found if found is not None else self._future(ref, None).result()
 
     def peek(self, ref: KeyRef) -> DataKey | None:
         """The key of ``ref`` if already resolved, without waiting: for fingerprints in journals."""
@@ -260,9 +263,6 @@ class KeyChain:
         raise KeyUnavailable(f"{ref.name} (line {ref.line}): {why}{needed}")
 
 
-KEY_SOURCES = ("auto", "api", "uri", "none")
-
-
 def key_chain(*, key: str | DataKey | None = None, keys_file: str | None = None, cache: str | None = None,
               store: str | None = None, source: str = "auto", credentials: str | Credentials | None = None,
               endpoint: str | None = None, region: str | None = None, rate: float = 1.0, timeout: float = 10.0,
@@ -321,6 +321,8 @@ def _hex_key(text: str) -> DataKey:
 
 def _api_source(credentials: Credentials, endpoint: str | None, region: str | None, rate: float,
                 timeout: float, fleet: Fleet | None) -> ApiKeySource:
+    from .api import ApiKeySource, endpoint_from_env, region_for  # only with access keys: they are what it needs
+
     if rate <= 0:
         raise UsageError("rate must be positive", option="rate")
     endpoint = (endpoint or endpoint_from_env()).rstrip("/")

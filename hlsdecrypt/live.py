@@ -511,7 +511,7 @@ class _PatientApi:
 
     def __init__(self, api: ApiKeySource, patience: float, clock: Callable[[], float]):
         self._api, self._patience, self._clock = api, patience, clock
-        self.name = api.name
+        self.name, self.rate = api.name, api.rate
 
     @property
     def description(self) -> str:

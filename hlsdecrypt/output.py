@@ -2,9 +2,12 @@
 
 The file is written beside its target under a temporary name and renamed into place at the
 end. With ``resume``, the temporary file has a fixed name (``.NAME.part``) and a journal
-beside it (``.NAME.part.json``) records after each part how many parts and bytes are safely
-written, a fingerprint of the plan, and fingerprints (not the values) of the keys used; a
-later run with ``resume`` continues from there when the plan and keys are unchanged.
+beside it (``.NAME.part.json``) records how many parts and bytes are safely written, a
+fingerprint of the plan, and fingerprints (not the values) of the keys used; a later run with
+``resume`` continues from there when the plan and keys are unchanged. The journal is rewritten
+after a part at most every ``JOURNAL_PERIOD`` seconds, and when the run stops: rewriting it
+after every one of a day-long recording's 100,000 parts, each time with all its keys, would
+cost more than the decryption. A run killed outright redoes at most that much work.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import stat
 import sys
 import tempfile
 import threading
-from typing import BinaryIO, Callable, Iterable, TypeVar
+import time
+from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 from . import stop
 from .errors import OutputError, OutputExists, UsageError
@@ -27,6 +31,8 @@ from .errors import OutputError, OutputExists, UsageError
 T = TypeVar("T")
 
 JOURNAL_VERSION = 1
+#: Seconds between two rewrites of the journal, at most (it is rewritten when the run stops, too).
+JOURNAL_PERIOD = 0.25
 
 
 class Output:
@@ -56,6 +62,7 @@ class Output:
         self.in_place = False  # a device or FIFO, written where it is
         self._temp = ""
         self._journal = ""
+        self._journal_due = 0.0  # monotonic time of the next journal rewrite: the first part is recorded at once
         if self._stream is None:
             self.in_place = check_target(self.target, force=force, inputs=inputs)
 
@@ -90,6 +97,11 @@ class Output:
         self._journal = self._temp + ".json"
         self.file = self._reopen() or self._create()
         return self
+
+    @property
+    def regular_file(self) -> bool:
+        """Written to a file of our own (not stdout, a pipe, a device or a file object given)."""
+        return self._stream is None and not self.in_place
 
     def _reopen(self) -> BinaryIO | None:
         """The partial file of an earlier run, if its journal matches this plan."""
@@ -146,17 +158,21 @@ class Output:
         self.bytes_done += size
         if key_identity and key_fingerprint:
             self.keys.setdefault(key_identity, key_fingerprint)
-        if self._journal:
-            self.file.flush()
-            temp = self._journal + ".new"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)  # whatever is there, a symlink included, is ours to replace
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"version": JOURNAL_VERSION, "plan": self.plan, "parts": self.parts_done,
-                           "bytes": self.bytes_done, "keys": self.keys,
-                           **({"state": self.state} if self.state is not None else {})}, f)
-            os.replace(temp, self._journal)
+        if self._journal and time.monotonic() >= self._journal_due:
+            self.file.flush()  # the journal never counts bytes the file does not have
+            self._write_journal()
+            self._journal_due = time.monotonic() + JOURNAL_PERIOD
+
+    def _write_journal(self) -> None:
+        temp = self._journal + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)  # whatever is there, a symlink included, is ours to replace
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": JOURNAL_VERSION, "plan": self.plan, "parts": self.parts_done,
+                       "bytes": self.bytes_done, "keys": self.keys,
+                       **({"state": self.state} if self.state is not None else {})}, f)
+        os.replace(temp, self._journal)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         with stop.shielded():  # finish cleaning up, or publishing, before an interrupt is raised
@@ -167,9 +183,11 @@ class Output:
             if exc_type is None:
                 self.file.flush()
             return
+        closed = True
         try:
             self.file.close()
         except OSError as error:  # the last buffered bytes met a full disk
+            closed = False
             if exc_type is None:
                 self._discard()
                 raise OutputError(f"{self.target}: {error.strerror or error}") from None
@@ -179,6 +197,9 @@ class Output:
             self._publish()
         elif not self.resume:
             self._discard()
+        elif closed and self._journal:  # every part written so far, for the next run to skip
+            with contextlib.suppress(OSError):
+                self._write_journal()
 
     def _publish(self) -> None:
         """Give the finished file its name; without ``force``, never over a file that appeared meanwhile."""
@@ -215,8 +236,9 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
     if not os.path.isdir(folder):
         raise OutputError(f"{target}: no such folder {folder}")
     real = os.path.realpath(target)
-    for given in inputs:
-        if given and os.path.realpath(given) == real:
+    given_inputs = [given for given in inputs if given]
+    for given, given_real in zip(given_inputs, _real_paths(given_inputs)):
+        if given_real == real:
             raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
     try:
         info = os.stat(target)
@@ -233,6 +255,22 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
     if not force:
         raise OutputExists(f"{target}: exists (force=True replaces it)", option="force")
     return False
+
+
+def _real_paths(paths: Iterable[str]) -> Iterator[str]:
+    """``os.path.realpath`` of each path, resolving each folder once: the 100,000 segments of a
+    long recording share one folder, and resolving it costs a system call per component."""
+    folders: dict[str, str] = {}
+    for path in paths:
+        folder, name = os.path.split(path)
+        if name in ("", os.curdir, os.pardir):
+            yield os.path.realpath(path)
+            continue
+        real_folder = folders.get(folder)
+        if real_folder is None:
+            real_folder = folders[folder] = os.path.realpath(folder or os.curdir)
+        candidate = os.path.join(real_folder, name)
+        yield os.path.realpath(candidate) if os.path.islink(candidate) else candidate
 
 
 def check_folder(path: str, option: str) -> None:
@@ -305,39 +343,71 @@ class BackgroundWriter:
 
     At most ``depth`` items wait; a caller that reuses buffers needs ``depth + 2`` of them
     (those waiting, the one being written, the one being filled). ``call`` runs a function on
-    the writer thread after everything queued before it is written. An error surfaces at the
-    next ``write`` or ``call``, or at ``close``.
+    the writer thread once everything queued before it is written. An error surfaces at the next
+    ``write`` or ``call``, or at ``close``.
+
+    Handing an item to another thread costs as much as copying 100 KiB, which a long recording of
+    short segments would pay for every part. So chunks smaller than ``batch`` bytes, and calls,
+    are gathered and handed over together once ``batch`` bytes are gathered or ``linger``
+    seconds have passed since the last hand-over: a slow stream still hands over each part as it
+    comes, a fast one in batches. With ``batch=0`` (the default) every chunk and call is handed
+    over as it comes: what a pipe needs, whose reader may be a player waiting for the next part.
     """
 
-    def __init__(self, out: BinaryIO, depth: int):
+    def __init__(self, out: BinaryIO, depth: int, *, batch: int = 0, linger: float = 0.02):
         self._out = out
         self._queue: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
+        self._batch_size, self._linger = batch, linger
+        self._batch = bytearray()  # small chunks not handed over yet
+        self._calls: list[Callable[[], None]] = []  # to run once the bytes queued before them are written
+        self._handed = 0.0  # monotonic time of the last hand-over
         self._thread = threading.Thread(target=self._run, name="hlsdecrypt-writer", daemon=True)
         self._thread.start()
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        self._put(chunk)
+        if self._error:
+            raise self._error
+        if len(chunk) >= self._batch_size:
+            self._hand_over(chunk)
+            return
+        self._batch += chunk
+        if len(self._batch) >= self._batch_size or time.monotonic() - self._handed >= self._linger:
+            self._hand_over(None)
 
     def call(self, fn: Callable[[], None]) -> None:
-        self._put(fn)
+        if self._error:
+            raise self._error
+        self._calls.append(fn)
+        if not self._batch_size or time.monotonic() - self._handed >= self._linger:
+            self._hand_over(None)
 
     def close(self) -> None:
         """Wait until everything queued is done; raise the writer's error, if any."""
+        if self._batch or self._calls:
+            self._hand_over(None)
         self._queue.put(None)
         self._thread.join()
         if self._error:
             raise self._error
 
-    def _put(self, item: object) -> None:
-        if self._error:
-            raise self._error
+    def _hand_over(self, chunk: bytes | bytearray | memoryview | None) -> None:
+        """What is gathered, then ``chunk``, then the calls waiting: as one item."""
+        item = (self._batch, chunk, self._calls)
+        self._batch, self._calls = bytearray(), []
         self._queue.put(item)
+        self._handed = time.monotonic()
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             if self._error is None:
+                batch, chunk, calls = item
                 try:
-                    item() if callable(item) else self._out.write(item)
+                    if batch:
+                        self._out.write(batch)
+                    if chunk is not None:
+                        self._out.write(chunk)
+                    for fn in calls:
+                        fn()
                 except BaseException as exc:  # handed to the caller's thread
                     self._error = exc

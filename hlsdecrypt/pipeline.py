@@ -15,6 +15,7 @@ from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator, Proto
 from urllib.parse import urlsplit
 
 from .crypto import CbcDecryptor, decrypt_cbc
+from .defaults import HTTP_JOBS
 from .errors import DecryptError, FetchError, HlsDecryptError, InputError, OutputError, UsageError
 from .fetch import Buffer, Fetcher, Scratch
 from .keys import KeyChain, key_chain
@@ -26,12 +27,10 @@ from .uris import is_url, stream_name
 log = logging.getLogger("hlsdecrypt")
 
 MAX_MASTER_DEPTH = 3
-#: Parallel fetches for http(s) segments: enough to hide a server's latency, and no more
-#: connections than a browser opens to one host. Local files stream on one thread (plus the
-#: writer's): more would only hold more segments in memory.
-HTTP_JOBS = 6
 #: Chunks queued for the writer thread.
 WRITE_AHEAD = 4
+#: Parts shorter than this are handed to the writer thread in batches of this many bytes.
+BATCH = 64 * 1024
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -231,15 +230,18 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
         yield part, streamed(part)
 
 
-@contextmanager
-def errors_about(part: Part) -> Iterator[None]:
+class errors_about:  # a class, not @contextmanager: entered for every part, and a third of the price
     """Attach the part concerned to segment-level errors (their message then names it first)."""
-    try:
-        yield
-    except (FetchError, DecryptError, InputError) as exc:
-        if exc.part is None:
-            exc.part = part
-        raise
+
+    def __init__(self, part: Part):
+        self.part = part
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, (FetchError, DecryptError, InputError)) and exc.part is None:
+            exc.part = self.part
 
 
 def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain | None = None,
@@ -381,8 +383,8 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
     progress = progress or _NoProgress()
     local = [playlist.uri, *(p.uri for p in playlist.parts), *(k.resolved_uri for k in playlist.keys)]
     inputs = [*inputs, *(uri for uri in local if not is_url(uri))]
-    with _finishing(progress), \
-            Output(output, plan_fingerprint(playlist), resume=resume, force=force, inputs=inputs) as out, \
+    plan = plan_fingerprint(playlist) if resume else ""  # only a journal keeps it
+    with _finishing(progress), Output(output, plan, resume=resume, force=force, inputs=inputs) as out, \
             _output_errors(output):
         if out.resumed and not _same_keys(out, playlist, keys):
             log.warning("the keys differ from the interrupted run's: starting over")
@@ -392,7 +394,8 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
             log.info("resuming after %d of %d parts (%d bytes)", resumed_after, len(playlist.parts), out.bytes_done)
         progress.start(len(playlist.parts), done=resumed_after, done_bytes=out.bytes_done,
                        sizes=expected_sizes(playlist.parts[resumed_after:], fetcher) if sized else ())
-        writer = BackgroundWriter(out.file, WRITE_AHEAD)
+        # batches of short parts for a file; a pipe's reader (a player, say) gets each part as it comes
+        writer = BackgroundWriter(out.file, WRITE_AHEAD, batch=BATCH if out.regular_file else 0)
         try:
             for part, chunks in clear_parts(playlist, keys, fetcher, start=resumed_after, jobs=jobs,
                                             media_check=media_check, gaps=missing):

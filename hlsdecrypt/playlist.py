@@ -17,9 +17,8 @@ import logging
 import os.path
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
-
-import m3u8
 
 from .errors import InputError, UnsupportedEncryption
 from .uris import is_url, scheme_of
@@ -30,7 +29,7 @@ log = logging.getLogger("hlsdecrypt")
 KEY_ID_PARAMS = ("key_id", "keyid", "kid")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ByteRange:
     offset: int
     length: int
@@ -46,12 +45,12 @@ class KeyRef:
     iv: bytes | None  # the explicit IV attribute, if any
     line: int
 
-    @property
+    @cached_property  # asked for every part that uses the key: computed once
     def inline(self) -> bool:
         """A ``data:`` URI: the key itself is written in the playlist, so the URI is never shown."""
         return scheme_of(self.uri) == "data"
 
-    @property
+    @cached_property
     def identity(self) -> str:
         """Two key tags with the same identity name the same key (IVs may differ)."""
         if self.key_id:
@@ -79,7 +78,7 @@ class KeyRef:
                 f"iv={self.iv!r}, line={self.line})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a long recording holds 100,000 of them
 class Part:
     """One piece of the output, in order: an init section or a media segment."""
 
@@ -141,11 +140,12 @@ class MediaPlaylist:
     parts: tuple[Part, ...]
     ended: bool  # EXT-X-ENDLIST seen: a complete recording, not a live window
 
-    @property
+    # computed once: a day-long recording has 100,000 parts, and these are asked for often
+    @cached_property
     def segments(self) -> tuple[Part, ...]:
         return tuple(p for p in self.parts if not p.is_init)
 
-    @property
+    @cached_property
     def keys(self) -> tuple[KeyRef, ...]:
         """One KeyRef per distinct key, in order of first use."""
         first: dict[str, KeyRef] = {}
@@ -185,6 +185,8 @@ class _LineStamper:
         self._keys: dict[str, dict] = {}  # KEYFORMAT -> the EXT-X-KEY in force for it
 
     def __call__(self, line: str, lineno: int, data: dict, state: dict) -> bool:
+        if line == "#":  # a hidden tag (see _clean): nothing for the library to try its forty tag names on
+            return True
         self._state = state
         self.finish()
         self.last_line = lineno
@@ -243,6 +245,8 @@ def parse(text: str, uri: str, *, key_id_param: str | None = None,
         raise InputError(f"{uri}: empty, not an M3U8 playlist")
     if not lines[first - 1].strip().startswith("#EXTM3U"):  # blank lines before it are common: allowed
         raise InputError(f"{uri}: line {first}: not an M3U8 playlist (no #EXTM3U)")
+    import m3u8  # here, not at the top: importing it costs more than parsing a short playlist
+
     stamper = _LineStamper()
     try:
         data = m3u8.parse("\n".join(_clean(lines, uri)), custom_tags_parser=stamper)
@@ -252,8 +256,8 @@ def parse(text: str, uri: str, *, key_id_param: str | None = None,
         raise InputError(f"{uri}: line {line}: cannot parse {bad!r} ({_shown(str(exc))})") from None
     stamper.finish()
     if data["is_variant"]:
-        return _master(data, text, uri, append_url_params)
-    return _media(data, text, uri, key_id_param, append_url_params)
+        return _master(data, lines, uri, append_url_params)
+    return _media(data, lines, uri, key_id_param, append_url_params)
 
 
 #: The tags whose values decryption reads, or that shape the list of segments and variants
@@ -270,7 +274,7 @@ _LEADING_NUMBER = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))")
 
 
 def _clean(lines: list[str], uri: str) -> list[str]:
-    """The lines for the library, one for one: tags decryption does not need become blank, EXTINF
+    """The lines for the library, one for one: tags decryption does not need become bare ``#``, EXTINF
     and EXT-X-STREAM-INF lose what the library cannot parse. Blank lines before ``#EXTM3U``
     become comments, since the library would strip them and count its lines from there."""
     cleaned: list[str] = []
@@ -296,7 +300,7 @@ def _clean(lines: list[str], uri: str) -> list[str]:
             if tag == "#EXT-X-PART" and not parts_after:
                 parts_after = n
             _note_unneeded(line, n, uri)
-            line = ""
+            line = "#"
         cleaned.append(line)
     if parts_after:
         log.debug("%s: line %d: leaving out the parts of a segment still being made (EXT-X-PART)", uri, parts_after)
@@ -307,6 +311,8 @@ def _note_unneeded(line: str, n: int, uri: str) -> None:
     """Under ``-v``, name a hidden tag that the library could not have parsed: the playlist is off there."""
     if not log.isEnabledFor(logging.DEBUG):
         return
+    import m3u8
+
     try:
         m3u8.parse(line)
     except Exception as exc:
@@ -334,6 +340,8 @@ def _extinf(line: str, n: int, uri: str) -> str:
 
 def _stream_inf(line: str, n: int, uri: str) -> str:
     """EXT-X-STREAM-INF without the numbers the library cannot read, except BANDWIDTH, which chooses the variant."""
+    import m3u8
+
     try:
         m3u8.parse(line)
         return line
@@ -366,8 +374,7 @@ def _shown(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _master(data: dict, text: str, uri: str, carry_query: bool = False) -> MasterPlaylist:
-    lines = text.splitlines()
+def _master(data: dict, lines: list[str], uri: str, carry_query: bool = False) -> MasterPlaylist:
     uri_lines = [n for n, line in enumerate(lines, 1) if line.strip() and not line.lstrip().startswith("#")]
     variants = []
     for i, entry in enumerate(data["playlists"]):
@@ -413,14 +420,15 @@ def choose_variant(master: MasterPlaylist, choice: str) -> Variant:
     raise InputError(f"{master.uri}: no variant {choice!r}: choose best, worst or 0..{len(variants) - 1}")
 
 
-def _media(data: dict, text: str, uri: str, key_id_param: str | None, carry_query: bool = False) -> MediaPlaylist:
-    lines = text.splitlines()
+def _media(data: dict, lines: list[str], uri: str, key_id_param: str | None, carry_query: bool = False) -> MediaPlaylist:
     parts: list[Part] = []
-    keys: dict[int, KeyRef | None] = {}  # id(key dict) -> KeyRef, so each EXT-X-KEY is converted once
+    keys: dict[int, tuple[dict, KeyRef | None]] = {}  # id(key dict) -> it and its KeyRef: each converted once
     range_ends: dict[str, int] = {}  # resolved URI -> end of its previous sub-range
     current_map = None
     sequence = data["media_sequence"]
-    for segment in data["segments"]:
+    segments = data["segments"]
+    for index, segment in enumerate(segments):
+        segments[index] = None  # the library's dict goes as its part comes: both at once would double the peak
         seg_line = _uri_line(lines, segment.get("_line", 0))
         if not segment.get("uri"):
             raise InputError(f"{uri}: line {segment.get('_line', 0)}: segment tags with no URI after them")
@@ -462,9 +470,10 @@ def _key_ref(raw: dict | None, cache: dict, uri: str, key_id_param: str | None,
              carry_query: bool = False) -> KeyRef | None:
     if raw is None:
         return None
-    if id(raw) not in cache:
-        cache[id(raw)] = _convert_key(raw, uri, key_id_param, carry_query)
-    return cache[id(raw)]
+    entry = cache.get(id(raw))
+    if entry is None:  # the cache holds the dict too, so that its id stays its own
+        entry = cache[id(raw)] = (raw, _convert_key(raw, uri, key_id_param, carry_query))
+    return entry[1]
 
 
 def _convert_key(raw: dict, uri: str, key_id_param: str | None, carry_query: bool = False) -> KeyRef | None:
@@ -549,6 +558,10 @@ def _byterange(text: str | None, part_uri: str, ends: dict[str, int], uri: str, 
     return ByteRange(offset, length)
 
 
+#: A relative or absolute path, perhaps with a query: no scheme, host, fragment, escapes or white space.
+_PLAIN_PATH = re.compile(r"(?!//)[^:%#\s\x00-\x1f]+")
+
+
 def resolve(base: str, ref: str, line: int = 0, *, carry_query: bool = False) -> str:
     """Resolve a playlist reference (from ``line``) against the playlist's own URL or local path.
 
@@ -563,6 +576,8 @@ def resolve(base: str, ref: str, line: int = 0, *, carry_query: bool = False) ->
     try:
         if "\0" in ref:
             raise ValueError("a NUL byte")
+        if _PLAIN_PATH.fullmatch(ref) and not is_url(base):  # most references: quicker than urllib, same result
+            return os.path.normpath(os.path.join(os.path.dirname(base), ref.partition("?")[0]))
         if is_url(ref) or is_url(base):
             resolved = urljoin(base, ref)
             return _with_query_of(base, resolved) if carry_query and is_url(base) else resolved

@@ -18,7 +18,7 @@ from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import BinaryIO, Callable, ContextManager, Iterable
 from urllib.parse import unquote, urlsplit
@@ -47,7 +47,7 @@ class Check:
     evidence: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per part, and a long recording has 100,000
 class PartOutcome:
     """What verify saw of one part, so that a report can draw the stream: names and verdicts, never key values."""
 
@@ -103,10 +103,19 @@ class Report:
         return {"schema": "hlsdecrypt.verify/1", "result": FAIL if self.failed else PASS, "source": self.source,
                 "playlist": self.playlist, "variant": self.variant, "segments": self.segments,
                 "parts": self.parts, "keys": self.keys, "checks": [asdict(c) for c in self.checks],
-                "expect_rotation": self.expect_rotation, "timeline": [asdict(p) for p in self.timeline],
+                "expect_rotation": self.expect_rotation, "timeline": [_flat(p) for p in self.timeline],
                 **({"expect_rotation_seconds": self.expect_rotation_seconds}
                    if self.expect_rotation_seconds is not None else {}),
                 **({"follow": self.follow} if self.follow is not None else {})}
+
+
+_OUTCOME_FIELDS = tuple(f.name for f in fields(PartOutcome))
+
+
+def _flat(outcome: PartOutcome) -> dict:
+    """``asdict`` for a PartOutcome, whose fields are all plain values: ``asdict`` copies each deeply,
+    which costs seconds for a long recording's timeline."""
+    return {name: getattr(outcome, name) for name in _OUTCOME_FIELDS}
 
 
 @dataclass
@@ -125,12 +134,13 @@ class _Observed:
     key_values: dict[DataKey, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))  # -> identity: name
     reference_diff: str | None = None
     reference_done: bool = True
-    problems: dict[Part, str] = field(default_factory=dict)  # part -> why it failed, for the timeline
+    # id(part) -> why it failed, for the timeline (by id: hashing a part hashes all its fields)
+    problems: dict[int, str] = field(default_factory=dict)
 
     def fault(self, found: list[str], part: Part, why: str) -> None:
         """Record a failed part both as evidence for its check and against the part itself."""
         found.append(f"{part.label}: {why}")
-        self.problems.setdefault(part, why)
+        self.problems.setdefault(id(part), why)
 
 
 @dataclass
@@ -273,15 +283,16 @@ def _observe_all(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, ref_
 
 def _timeline(playlist: MediaPlaylist, seen: _Observed) -> tuple[PartOutcome, ...]:
     index = {ref.identity: n for n, ref in enumerate(playlist.keys)}
-    reused = {p for parts in _iv_uses(playlist).values() if len(parts) > 1 for p in parts}
+    reused = {id(p) for parts in _iv_uses(playlist).values() if len(parts) > 1 for p in parts}
     outcomes = []
     for part in playlist.parts:
-        problem = seen.problems.get(part)
-        status = FAILED if problem else CLEAR if part.cipher is None else OK
-        key = part.key if part.cipher else None
+        problem = seen.problems.get(id(part))
+        encrypted = part.cipher is not None
+        status = FAILED if problem else OK if encrypted else CLEAR
+        key = part.key if encrypted else None
         outcomes.append(PartOutcome(part.label, part.sequence, _file_name(part.uri), part.duration, part.discontinuity,
                                     key.name if key else None, index[key.identity] if key else None, status,
-                                    part in reused, problem))
+                                    id(part) in reused, problem))
     return tuple(outcomes)
 
 
@@ -316,7 +327,7 @@ def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, see
         key = keys.get(ref)
     except KeyUnavailable as exc:
         seen.unavailable.setdefault(ref.identity, str(exc))
-        seen.problems.setdefault(part, f"no key: {exc}")
+        seen.problems.setdefault(id(part), f"no key: {exc}")
         return None
     # by identity: a data: key is named by its line, and the same one may be written on several
     seen.key_values[key].setdefault(ref.identity, ref.name)
@@ -344,7 +355,7 @@ def _compare(part: Part, clear: Buffer | None, ref: BinaryIO | None, seen: _Obse
     if expected != clear:
         at = next((i for i, (a, b) in enumerate(zip(expected, bytes(clear))) if a != b), len(expected))
         seen.reference_diff = f"{part.label} differs from the reference at its byte {at}"
-        seen.problems.setdefault(part, f"differs from the reference at its byte {at}")
+        seen.problems.setdefault(id(part), f"differs from the reference at its byte {at}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,200 @@
+"""Start-up and scale: what a command imports, and the pieces that keep a long playlist's cost linear.
+
+Timings live in benchmarks/run.py, never here: these tests pin the properties behind the figures,
+each of which a change could lose without any other test noticing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import FIXTURES, sha256
+
+from hlsdecrypt.cli import main
+from hlsdecrypt.output import BackgroundWriter, _real_paths
+from hlsdecrypt.playlist import _PLAIN_PATH, parse, resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+LIVE = FIXTURES / "live_rotation"
+HEAVY = ("m3u8", "Crypto", "requests", "urllib3")
+
+# Runs a command in a fresh interpreter (imports are per process), then reports what it imported.
+_IMPORTS_OF = """
+import json, sys
+from hlsdecrypt.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as done:  # --version and --help end this way
+    code = done.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def imports_of(*argv: str | Path, tmp_path: Path) -> tuple[int, set[str], str]:
+    """(exit code, modules imported, stdout before the report) of ``hlsdecrypt ARGV`` run from this tree."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("VOLC", "HLSDECRYPT_"))}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]), HOME=str(tmp_path / "home"),
+               XDG_CACHE_HOME=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", _IMPORTS_OF, *map(str, argv)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, check=True)
+    *shown, last = done.stdout.splitlines()
+    report = json.loads(last)
+    return report["code"], set(report["modules"]), "\n".join(shown)
+
+
+def loaded(modules: set[str], package: str) -> bool:
+    return any(m == package or m.startswith(package + ".") for m in modules)
+
+
+@pytest.mark.parametrize("option", ["--version", "--help"])
+def test_version_and_help_import_no_library_and_no_command(tmp_path, option):
+    code, modules, shown = imports_of(option, tmp_path=tmp_path)
+    assert code == 0 and shown.startswith("hlsdecrypt 0." if option == "--version" else "usage: hlsdecrypt")
+    assert [p for p in HEAVY if loaded(modules, p)] == []
+    commands = ("pipeline", "fetch", "keys", "verify", "inventory", "encrypt", "http", "playlist", "crypto")
+    assert [m for m in commands if f"hlsdecrypt.{m}" in modules] == []
+
+
+def test_the_defaults_the_help_shows_are_the_librarys():
+    from hlsdecrypt import defaults, fetch
+
+    assert fetch.DEADLINE == defaults.DEADLINE  # fetch keeps a copy of its own
+
+
+def test_a_local_decrypt_imports_no_http_library(tmp_path):
+    out = tmp_path / "clear.ts"  # the README's quick start
+    code, modules, _ = imports_of("decrypt", LIVE / "index.m3u8", "--keys", LIVE / "keys.json", "-o", out,
+                                  tmp_path=tmp_path)
+    assert code == 0 and sha256(out) == sha256(LIVE / "clear.ts")
+    assert not loaded(modules, "requests") and not loaded(modules, "urllib3")
+    assert loaded(modules, "m3u8") and loaded(modules, "Crypto")  # so the check above ran where they are needed
+
+
+# -- a long recording, built as the benchmark builds it ----------------------------------
+
+@pytest.fixture(scope="module")
+def long_stream(tmp_path_factory) -> Path:
+    """3,000 segments under 100 KeyIDs: the live service's shape, long enough to show a slip into
+    per-part work that grows with the playlist (a benchmark runs the same with 100,000)."""
+    path = tmp_path_factory.mktemp("long") / "rec"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks/make_long_playlist.py"), str(path), "--segments", "3000"],
+                   check=True, capture_output=True)
+    return path
+
+
+def test_a_long_playlist_decrypts_byte_for_byte_and_lists_its_keys(run, capsys, long_stream, tmp_path):
+    keys = ["--keys", long_stream / "keys.json", "--key-source", "none"]
+    code, err = run("decrypt", long_stream / "index.m3u8", *keys, "-o", tmp_path / "out.ts")
+    assert code == 0, err
+    assert sha256(tmp_path / "out.ts") == (long_stream / "clear.sha256").read_text().strip()
+    assert main(["keys", str(long_stream / "index.m3u8")]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[-1] == "100 keys, 3000 encrypted parts, 0 clear"
+    assert all(line.split()[2] == "30" for line in listing[1:-1])
+
+
+def test_a_long_playlist_verifies_with_a_timeline_of_every_part(run, long_stream, tmp_path):
+    report = tmp_path / "report.json"
+    code, err = run("verify", long_stream / "index.m3u8", "--keys", long_stream / "keys.json", "--key-source", "none",
+                    "--json", report, "-q")
+    assert code == 0, err
+    document = json.loads(report.read_text())
+    assert len(document["timeline"]) == 3000 and {p["status"] for p in document["timeline"]} == {"ok"}
+    assert document["timeline"][-1]["key_index"] == 99
+    assert {c["name"]: c["status"] for c in document["checks"]}["iv-reuse"] == "warn"  # one zero IV per key
+
+
+def test_a_resumed_long_run_is_byte_identical(run, long_stream, tmp_path):
+    out = tmp_path / "out.ts"
+    code, err = run("decrypt", long_stream / "index.m3u8", "--keys", long_stream / "keys.json", "--key-source",
+                    "none", "-o", out, "--resume")
+    assert code == 0, err
+    assert sha256(out) == (long_stream / "clear.sha256").read_text().strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ts"]  # journal gone
+
+
+def test_a_failed_resumable_run_journals_every_part_it_wrote(run, fixtures, tmp_path):
+    """The journal is rewritten a few times a second, not after every part: so it is written once
+    more when a run stops, lest the next run redo what this one did."""
+    (fixtures / "implicit_iv/seg4.ts").unlink()
+    out = tmp_path / "out.ts"
+    code, _ = run("decrypt", fixtures / "implicit_iv/index.m3u8", "-o", out, "--resume")
+    assert code == 5
+    journal = json.loads((tmp_path / ".out.ts.part.json").read_text())
+    assert journal["parts"] == 4  # seg0-seg3
+    assert journal["bytes"] == sum((FIXTURES / f"clear/seg{i}.ts").stat().st_size for i in range(4))
+
+
+# -- the pieces ----------------------------------------------------------------------------
+
+def test_a_playlists_segments_and_keys_are_computed_once():
+    playlist = parse((LIVE / "index.m3u8").read_text(), str(LIVE / "index.m3u8"))
+    assert playlist.segments is playlist.segments and playlist.keys is playlist.keys
+    assert len(playlist.segments) == 6 and len(playlist.keys) == 3
+
+
+def test_the_writer_keeps_order_and_runs_calls_after_their_bytes(tmp_path):
+    """Small chunks are batched, large ones handed over as they are; calls may run late, never early."""
+    path = tmp_path / "out.bin"
+    seen: list[tuple[int, int]] = []  # (bytes queued before the call, bytes in the file when it ran)
+    expected = bytearray()
+    with open(path, "wb") as f:
+        writer = BackgroundWriter(f, 2, batch=1000, linger=3600)
+
+        def record(queued: int = 0) -> None:
+            f.flush()
+            seen.append((queued, os.path.getsize(path)))
+
+        for n, size in enumerate([10, 999, 1000, 3, 5000, 1, 1, 700, 0, 2500, 9]):
+            chunk = bytes([n]) * size
+            writer.write(chunk)
+            expected += chunk
+            writer.call(lambda queued=len(expected): record(queued))
+        writer.close()
+    assert path.read_bytes() == expected
+    assert len(seen) == 11 and all(written >= queued for queued, written in seen)
+
+
+def test_a_writer_error_surfaces_at_the_next_write(tmp_path):
+    class Full:
+        def write(self, data: bytes) -> None:
+            raise OSError(28, "No space left on device")
+
+    writer = BackgroundWriter(Full(), 1, batch=10, linger=3600)  # type: ignore[arg-type]
+    writer.write(b"x" * 100)
+    with pytest.raises(OSError, match="No space"):
+        writer.close()
+
+
+def test_real_paths_are_os_realpath_with_each_folder_resolved_once(tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / "a.ts").write_bytes(b"a")
+    (tmp_path / "linked").symlink_to(real)
+    (real / "link.ts").symlink_to(real / "a.ts")
+    (real / "up.ts").symlink_to("../elsewhere.ts")
+    monkeypatch.chdir(tmp_path)
+    paths = ["real/a.ts", "linked/a.ts", "linked/link.ts", "real/up.ts", "linked/sub/../a.ts", "linked/missing.ts",
+             "linked/sub/..", "linked/", str(tmp_path / "linked/sub/x.ts"), "a.ts", ".", ""]
+    assert list(_real_paths(paths)) == [os.path.realpath(p) for p in paths]
+
+
+_REFERENCE = st.lists(st.sampled_from(list("ab./?&=_-~+é%#:") + ["//", "..", " ", "\t", "seg.ts"]), max_size=10)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(ref=_REFERENCE.map("".join), base=st.sampled_from(["rec/index.m3u8", "/abs/rec/i.m3u8", "i.m3u8"]))
+def test_the_quick_path_of_resolve_agrees_with_urllib(ref, base):
+    from urllib.parse import unquote, urlsplit
+
+    if _PLAIN_PATH.fullmatch(ref) and "\0" not in ref:
+        general = os.path.normpath(os.path.join(os.path.dirname(base), unquote(urlsplit(ref).path)))
+        assert resolve(base, ref) == general
