@@ -12,7 +12,8 @@ import re
 import os
 import sys
 import xml.etree.ElementTree as ET
-from typing import BinaryIO, Sequence, TextIO, Union
+from contextlib import contextmanager
+from typing import BinaryIO, Callable, Iterator, Sequence, TextIO, Union
 
 from .errors import UsageError, plural
 from .uris import stream_name
@@ -52,7 +53,13 @@ def json_document(reports: Report | Sequence[Report]) -> dict:
 
 
 def write_json(reports: Report | Sequence[Report], target: Target) -> None:
-    write_output(target, (json.dumps(json_document(reports), indent=2) + "\n").encode("utf-8"))
+    document = json_document(reports)
+
+    def render(out: TextIO) -> None:  # streamed: a long recording's report is tens of MB as one string
+        json.dump(document, out, indent=2)
+        out.write("\n")
+
+    write_rendered(target, render)
 
 
 def write_junit(reports: Report | Sequence[Report], target: Target) -> None:
@@ -104,21 +111,37 @@ def report_names(reports: Sequence[Report]) -> list[str]:
 
 def write_output(target: Target, data: bytes) -> None:
     """Write a whole rendered report to a path, ``-`` (stdout) or an open file."""
+    write_rendered(target, lambda out: out.write(data.decode("utf-8")))
+
+
+def write_rendered(target: Target, render: Callable[[TextIO], object]) -> None:
+    """Let ``render`` write a report, as UTF-8 text, to a path, ``-`` (stdout) or an open file."""
     if isinstance(target, str) and target == "-":
-        stdout = sys.stdout
-        stdout.flush()
-        if hasattr(stdout, "buffer"):  # the bytes as rendered, whatever the locale's encoding
-            stdout.buffer.write(data)
-            stdout.buffer.flush()
+        sys.stdout.flush()
+        if hasattr(sys.stdout, "buffer"):  # UTF-8, whatever the locale's encoding
+            with _utf8(sys.stdout.buffer) as out:
+                render(out)
         else:
-            stdout.write(data.decode("utf-8"))
+            render(sys.stdout)
     elif isinstance(target, (str, os.PathLike)):
         try:
-            with open(target, "wb") as f:
-                f.write(data)
+            with open(target, "w", encoding="utf-8") as f:
+                render(f)
         except OSError as exc:
             raise UsageError(f"cannot write the report to {os.fspath(target)}: {exc.strerror}") from None
     elif isinstance(target, io.TextIOBase):
-        target.write(data.decode("utf-8"))
+        render(target)
     else:
-        target.write(data)
+        with _utf8(target) as out:
+            render(out)
+
+
+@contextmanager
+def _utf8(binary: BinaryIO) -> Iterator[TextIO]:
+    """A text view of a binary file that is flushed, then let go of without closing the file."""
+    out = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+    try:
+        yield out
+    finally:
+        out.flush()
+        out.detach()
