@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """hlsdecrypt against cat, openssl and ffmpeg on large local streams, plus HTTP and API runs.
 
+Over HTTP (http_bench.py): nginx on loopback when it is installed, else the test suite's server,
+against curl's floor, and streamlink and yt-dlp when they are installed.
+
     python3 benchmarks/run.py                       # 720 MB stream, 3 rounds
     python3 benchmarks/run.py --sizes 100,720,2000  # also shows that memory does not grow
 
@@ -28,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench-data"
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback servers of the test suite
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from http_bench import http_tables  # after the path it needs
 #: The hlsdecrypt measured is the one beside this script, whatever is installed.
 HLSDECRYPT = [sys.executable, "-m", "hlsdecrypt"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -122,23 +127,6 @@ def memory_rows(sizes: list[int], out_dir: Path) -> list[str]:
     return rows
 
 
-def http_rows(src: Path, out_dir: Path, latency: float) -> list[str]:
-    from servers import StaticServer
-
-    rows = [f"| HTTP, loopback, +{latency * 1000:.0f} ms per request | wall (s) | × one at a time |", "|---|---:|---:|"]
-    with StaticServer(src.parent, quiet=True) as server:
-        server.delay = latency
-        base = None
-        for jobs in ("1", "4", None, "8"):
-            out = out_dir / "out.bin"
-            wall, _ = timed([*HLSDECRYPT, "decrypt", f"{server.url}/{src.name}/index.m3u8", "-o", str(out), "-q",
-                             *(["--jobs", jobs] if jobs else [])])
-            assert sha256(out) == (src / "clear.sha256").read_text().strip()
-            base = base or wall
-            rows.append(f"| {f'--jobs {jobs}' if jobs else 'default (6)'} | {wall:.2f} | {base / wall:.1f} |")
-    return rows
-
-
 def api_rows(src: Path, out_dir: Path) -> list[str]:
     """Keys from the fake API at 1 request/s: fetching them should overlap with decrypting."""
     from fake_volc import AK, SK, FakeLiveApi
@@ -180,6 +168,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="", help="comma-separated stream sizes in MB for the memory table")
     ap.add_argument("--latency", type=float, default=0.05, help="seconds added per HTTP request (default 0.05)")
     ap.add_argument("--data", type=Path, default=DATA, help=f"where the generated streams live (default {DATA})")
+    ap.add_argument("--streamlink", help="the streamlink to compare with over HTTP (default: the one on PATH, if any)")
+    ap.add_argument("--yt-dlp", dest="yt_dlp", help="the yt-dlp to compare with over HTTP (default: the one on PATH)")
     args = ap.parse_args()
     globals()["DATA"] = args.data
     src = stream(args.mb)
@@ -192,8 +182,8 @@ def main() -> None:
                 print("\n".join(local_table(src, args.rounds, Path(shm))), end="\n\n")
         if args.sizes:
             print("\n".join(memory_rows([int(s) for s in args.sizes.split(",")], out_dir)), end="\n\n")
-        small = stream(100)
-        print("\n".join(http_rows(small, out_dir, args.latency)), end="\n\n")
+        print("\n".join(http_tables(src, out_dir, rounds=args.rounds, latency=args.latency,
+                                    streamlink=args.streamlink, yt_dlp=args.yt_dlp)), end="\n\n")
         print("\n".join(api_rows(src, out_dir)))
 
 
