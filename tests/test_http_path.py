@@ -100,7 +100,7 @@ class OddServer(LoopbackServer):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Bodies decrypted 4 KiB at a time: the fixtures' segments then span several chunks each."""
-    monkeypatch.setattr(pipeline, "CHUNK", 4096)
+    monkeypatch.setattr(pipeline, "FETCHED_CHUNK", 4096)
 
 
 @pytest.fixture
