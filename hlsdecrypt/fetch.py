@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -63,6 +64,12 @@ class Abandoned(Exception):
     """A fetch no one will read any more (the run ended before it)."""
 
 
+class NoRoom(Exception):
+    """A fetch ahead has waited ``Bodies.patience`` for a buffer with its answer open: it should
+    let the answer go (a server may not wait on a reader for ever) and ask again once there is
+    room (``Bodies.wait_for_room``)."""
+
+
 class Bodies:
     """Buffers for whole segments fetched ahead, reused, holding about ``budget`` bytes in all.
 
@@ -72,12 +79,16 @@ class Bodies:
     fetches ahead can never starve the one needed now, and memory stays near the budget however
     many jobs fetch. A reused buffer costs no page faults; a fresh 3 MB one costs about as much
     as decrypting it.
+
+    A fetch ahead waits with its answer open: at the wire's speed, for moments. When the reader
+    is slow (a player reading a pipe, paused), it waits ``patience`` seconds at most, then gives
+    up with ``NoRoom``, and waits for room with no connection held.
     """
 
     ROUND = 64 << 10
 
-    def __init__(self, budget: int):
-        self.budget = budget
+    def __init__(self, budget: int, patience: float = 5.0):
+        self.budget, self.patience = budget, patience
         self._free: list[bytearray] = []  # smallest first
         self._held: dict[int, bytearray] = {}
         self._bytes = 0  # held and free
@@ -101,12 +112,8 @@ class Bodies:
         with self._cond:
             self._release(turn)
             self._largest = max(self._largest, size)
-            want = -(-self._largest // self.ROUND) * self.ROUND  # every buffer fits the largest body yet
-            while turn != self._next and not self._room(want):
-                self._cond.wait(0.1)  # woken by done(); the timeout only lets a stop through
-                stop.check()
-                if self._closed:
-                    raise Abandoned("the reader has stopped")
+            want = self._want()
+            self._wait_for_room(turn, want, time.monotonic() + self.patience)
             buffer = self._reuse(size)
             if buffer is None:
                 while self._free and self._bytes + want > self.budget:
@@ -116,6 +123,11 @@ class Bodies:
             self._held[turn] = buffer
             self._held_bytes += len(buffer)
             return memoryview(buffer)[:size]
+
+    def wait_for_room(self, turn: int) -> None:
+        """Until a body as large as the largest yet would fit for ``turn``, or ``turn`` is awaited."""
+        with self._cond:
+            self._wait_for_room(turn, self._want(), None)
 
     def done(self, turn: int) -> None:
         """The reader has finished with ``turn`` (its buffer is free) and waits for the next."""
@@ -129,6 +141,19 @@ class Bodies:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def _want(self) -> int:
+        return -(-self._largest // self.ROUND) * self.ROUND  # every buffer fits the largest body yet
+
+    def _wait_for_room(self, turn: int, want: int, until: float | None) -> None:
+        while turn != self._next and not self._room(want):
+            left = 0.1 if until is None else min(0.1, until - time.monotonic())
+            if left <= 0:
+                raise NoRoom(f"no buffer free for {self.patience:g}s")
+            self._cond.wait(left)  # woken by done(); the timeout lets a stop through, and the patience end
+            stop.check()
+            if self._closed:
+                raise Abandoned("the reader has stopped")
 
     def _room(self, want: int) -> bool:
         """Whether a turn ahead may hold ``want`` more bytes: the one awaited must still fit."""

@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, ContextManager, Generator, Iterable, Iter
 
 from .crypto import CbcDecryptor
 from .errors import DecryptError, FetchError, InputError, OutputError, UsageError
-from .fetch import Bodies, Buffer, Fetcher, Scratch
+from .fetch import Bodies, Buffer, Fetcher, NoRoom, Scratch
 from .keys import KeyChain, key_chain
 from .media import start_problem
 from .output import BackgroundWriter, Output, check_target
@@ -35,6 +35,8 @@ WRITE_AHEAD = 4
 #: Bytes of whole parts fetched ahead of the decryption, at most (plus the one it waits for):
 #: enough for several 3 MB segments to arrive while one is decrypted, at any number of jobs.
 FETCHED_AHEAD = 16 << 20
+#: Seconds a fetch ahead may hold an answer open while it waits for room (then it lets it go).
+FETCH_PATIENCE = 5.0
 #: A fetched part is decrypted and handed to the writer in pieces this size: its bytes are in
 #: memory already, and each hand-over to the writer thread costs a wake-up (in 256 KiB pieces,
 #: six jobs took 15% longer than one on loopback; in 1 MiB pieces, no longer).
@@ -223,14 +225,23 @@ def _fetched_ahead(parts: Sequence[Part], fetcher: Fetcher, jobs: int,
                    clear_scratch: Scratch) -> Iterator[tuple[Part, Iterable[Buffer]]]:
     """``clear_parts`` for whole parts fetched ahead: ``jobs`` threads fetch (one fetches ahead of
     the decryption even with one job), and this one decrypts each body once it is complete."""
-    bodies = Bodies(FETCHED_AHEAD)
+    bodies = Bodies(FETCHED_AHEAD, FETCH_PATIENCE)
 
     def fetch(turn_part: tuple[int, Part]) -> Buffer | None:
         turn, part = turn_part
         if part.gap:  # EXT-X-GAP: the server has nothing there, and players never ask
             return None
+
+        def read() -> Buffer:
+            while True:
+                try:
+                    return fetcher.read(part.uri, part.byterange, into=bodies.into(turn))
+                except NoRoom:  # the reader is slow: the answer was let go, to be asked for again
+                    log.debug("%s: no room to read it yet; asking again once there is", part.label)
+                    bodies.wait_for_room(turn)
+
         with errors_about(part):
-            return fetch_or_skip(lambda: fetcher.read(part.uri, part.byterange, into=bodies.into(turn)), part)
+            return fetch_or_skip(read, part)
 
     def pieces(part: Part, body: Buffer) -> Iterator[Buffer]:
         view = memoryview(body)

@@ -20,7 +20,7 @@ from conftest import FIXTURES, MANIFEST, sha256
 from servers import LoopbackServer, QuietHandler, StaticServer
 
 from hlsdecrypt import pipeline, stop
-from hlsdecrypt.fetch import Abandoned, Bodies
+from hlsdecrypt.fetch import Abandoned, Bodies, NoRoom
 from hlsdecrypt.http import Failure, HttpClient
 
 IMPLICIT = "implicit_iv/index.m3u8"
@@ -204,10 +204,11 @@ def test_a_body_is_read_into_the_buffer_given_and_nothing_more(served):
     assert given[0][len(answer.body):] == bytes(100)
 
 
-def test_a_body_over_the_limit_is_refused_before_a_buffer_is_asked_for(served):
+def test_a_body_over_the_limit_is_refused_before_a_buffer_is_asked_for(fixtures):
     asked: list[int] = []
-    with pytest.raises(Failure, match="12608 bytes announced, more than the 1000 bytes allowed"):
-        HttpClient().get(f"{served.url}/implicit_iv/seg1.ts", limit=1000, into=lambda n: asked.append(n))  # type: ignore
+    with StaticServer(fixtures, quiet=True) as server, \
+            pytest.raises(Failure, match="12608 bytes announced, more than the 1000 bytes allowed"):
+        HttpClient().get(f"{server.url}/implicit_iv/seg1.ts", limit=1000, into=lambda n: asked.append(n))  # type: ignore
     assert asked == []
 
 
@@ -305,6 +306,30 @@ def test_a_stop_or_the_end_of_the_run_frees_a_fetch_waiting_for_a_buffer(stopped
     bodies.close()
     waiting.join(10)
     assert isinstance(result[0], Abandoned)
+
+
+def test_a_fetch_ahead_out_of_patience_lets_its_answer_go_and_waits_for_room_without_it():
+    bodies = Bodies(1, patience=0)  # no room ahead at all, and no patience
+    bodies.take(10, 0)
+    with pytest.raises(NoRoom):
+        bodies.take(10, 1)
+    waiting = threading.Thread(target=bodies.wait_for_room, args=(1,), daemon=True)
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive()  # turn 0 is still being read
+    bodies.done(0)  # now turn 1 is awaited: it may ask again, and will get its buffer
+    waiting.join(10)
+    assert not waiting.is_alive() and len(bodies.take(10, 1)) == 10
+
+
+def test_a_slow_reader_has_fetches_ahead_ask_again_and_every_part_comes_in_order(run, fixtures, tmp_path,
+                                                                                   monkeypatch, small_chunks):
+    monkeypatch.setattr(pipeline, "FETCHED_AHEAD", 1)
+    monkeypatch.setattr(pipeline, "FETCH_PATIENCE", 0)  # every fetch ahead lets its answer go at once
+    with StaticServer(fixtures, quiet=True) as server:  # it sees answers cut short
+        code, err = run("decrypt", f"{server.url}/{IMPLICIT}", "-o", tmp_path / "out.ts", "--jobs", "6")
+    assert code == 0, err
+    assert sha256(tmp_path / "out.ts") == IMPLICIT_CLEAR
 
 
 def test_with_no_room_ahead_every_part_still_comes_in_order(run, served, tmp_path, monkeypatch, small_chunks):
