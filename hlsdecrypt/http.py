@@ -20,7 +20,6 @@ given, by ``request_options``.
 from __future__ import annotations
 
 import heapq
-import http.client
 import importlib.util
 import logging
 import os
@@ -40,6 +39,8 @@ from . import stop
 from .errors import UsageError
 
 if TYPE_CHECKING:
+    import http.client
+
     import requests
 
 log = logging.getLogger("hlsdecrypt")
@@ -404,6 +405,8 @@ def _plain_body(response: requests.Response, limit: int) -> http.client.HTTPResp
     """The http.client response under urllib3's, when its body can be read into a buffer as it is:
     not encoded, not chunked, of announced length, and not yet begun. None otherwise (the body is
     then read in pieces). Reading below urllib3 skips its copy into a fresh ``bytes`` per read."""
+    import http.client  # loaded with requests already; not at start-up, for runs on local files
+
     raw = response.raw
     fp = getattr(raw, "_fp", None)
     encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
