@@ -8,7 +8,7 @@ one worker per core, ``sendfile``, keep-alive, no access log. The added latency 
 module (Debian's ``libnginx-mod-http-echo``, which ``nginx-light`` brings): without it,
 ``latency_url`` is None.
 
-    python3 benchmarks/nginx_server.py FOLDER   # serve FOLDER until Ctrl-C, printing the URL
+    python3 benchmarks/nginx_server.py FOLDER   # serve FOLDER until Ctrl-C or SIGTERM, printing the URLs
 """
 
 from __future__ import annotations
@@ -144,6 +144,8 @@ def _user() -> str:
 
 
 def main() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):  # either ends it cleanly, nginx with it
+        signal.signal(signum, signal.default_int_handler)
     with Nginx(Path(sys.argv[1])) as web:
         print(web.url, web.latency_url or "(no echo module: no latency URL)", flush=True)
         try:
