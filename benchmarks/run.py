@@ -2,6 +2,9 @@
 """hlsdecrypt against cat, openssl and ffmpeg on large local streams, plus HTTP and API runs,
 start-up time, and playlists of up to 100,000 segments.
 
+Over HTTP (http_bench.py): nginx on loopback when it is installed, else the test suite's server,
+against curl's floor, and streamlink and yt-dlp when they are installed.
+
     python3 benchmarks/run.py                       # 720 MB stream, 3 rounds
     python3 benchmarks/run.py --sizes 100,720,2000  # also shows that memory does not grow
     python3 benchmarks/run.py --only startup,long   # start-up, and cost against playlist length
@@ -35,6 +38,8 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench-data"
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback servers of the test suite
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from http_bench import http_tables  # after the path it needs
 #: The hlsdecrypt measured is the one beside this script, whatever is installed.
 HLSDECRYPT = [sys.executable, "-m", "hlsdecrypt"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -143,23 +148,6 @@ def memory_rows(sizes: list[int], out_dir: Path) -> list[str]:
         wall, rss = timed([*HLSDECRYPT, "decrypt", str(src / "index.m3u8"), "-o", str(out), "-q"])
         assert sha256(out) == (src / "clear.sha256").read_text().strip(), f"{mb} MB: output differs"
         rows.append(f"| {mb} MB | {wall:.2f} | {rss:.0f} |")
-    return rows
-
-
-def http_rows(src: Path, out_dir: Path, latency: float) -> list[str]:
-    from servers import StaticServer
-
-    rows = [f"| HTTP, loopback, +{latency * 1000:.0f} ms per request | wall (s) | × one at a time |", "|---|---:|---:|"]
-    with StaticServer(src.parent, quiet=True) as server:
-        server.delay = latency
-        base = None
-        for jobs in ("1", "4", None, "8"):
-            out = out_dir / "out.bin"
-            wall, _ = timed([*HLSDECRYPT, "decrypt", f"{server.url}/{src.name}/index.m3u8", "-o", str(out), "-q",
-                             *(["--jobs", jobs] if jobs else [])])
-            assert sha256(out) == (src / "clear.sha256").read_text().strip()
-            base = base or wall
-            rows.append(f"| {f'--jobs {jobs}' if jobs else 'default (6)'} | {wall:.2f} | {base / wall:.1f} |")
     return rows
 
 
@@ -302,6 +290,8 @@ def main() -> None:
                     help="the checkout whose hlsdecrypt the startup and long tables measure (default this one)")
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"the tables to make, comma-separated, among {', '.join(SECTIONS)} (default all)")
+    ap.add_argument("--streamlink", help="the streamlink to compare with over HTTP (default: the one on PATH, if any)")
+    ap.add_argument("--yt-dlp", dest="yt_dlp", help="the yt-dlp to compare with over HTTP (default: the one on PATH)")
     args = ap.parse_args()
     globals()["DATA"] = args.data
     ENV["PYTHONPATH"] = str(args.tree.resolve())
@@ -309,7 +299,7 @@ def main() -> None:
     if only - set(SECTIONS):
         ap.error(f"--only: no table {', '.join(sorted(only - set(SECTIONS)))}")
     DATA.mkdir(parents=True, exist_ok=True)
-    src = stream(args.mb) if only & {"local", "api"} else None
+    src = stream(args.mb) if only & {"local", "api", "http"} else None
     print(f"Machine: {machine()}\n")
     with tempfile.TemporaryDirectory(dir=DATA) as tmp:
         out_dir = Path(tmp)
@@ -321,7 +311,8 @@ def main() -> None:
         if args.sizes and "local" in only:
             print("\n".join(memory_rows([int(s) for s in args.sizes.split(",")], out_dir)), end="\n\n")
         if "http" in only:
-            print("\n".join(http_rows(stream(100), out_dir, args.latency)), end="\n\n")
+            print("\n".join(http_tables(src, out_dir, rounds=args.rounds, latency=args.latency,
+                                        streamlink=args.streamlink, yt_dlp=args.yt_dlp)), end="\n\n")
         if "api" in only:
             print("\n".join(api_rows(src, out_dir)), end="\n\n")
         if "startup" in only:

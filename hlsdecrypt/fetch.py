@@ -11,13 +11,16 @@ import logging
 import os
 import re
 import stat
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from . import stop
 from .crypto import Buffer
 from .errors import FetchError, InputError, UsageError, plural
-from .http import Failure, HttpClient, RequestOptions
+from .http import Failure, HttpClient, Into, RequestOptions
 from .playlist import MAX_PART, ByteRange
 from .retry import Backoff, Retry, retry_after_seconds
 from .uris import is_url, scheme_of
@@ -55,6 +58,125 @@ class Scratch:
         if len(self._buffers[i]) < size:
             self._buffers[i] = bytearray(size)
         return memoryview(self._buffers[i])[:size]
+
+
+class Abandoned(Exception):
+    """A fetch no one will read any more (the run ended before it)."""
+
+
+class NoRoom(Exception):
+    """A fetch ahead has waited ``Bodies.patience`` for a buffer with its answer open: it should
+    let the answer go (a server may not wait on a reader for ever) and ask again once there is
+    room (``Bodies.wait_for_room``)."""
+
+
+class Bodies:
+    """Buffers for whole segments fetched ahead, reused, holding about ``budget`` bytes in all.
+
+    Each fetch has a turn, its place in the order the reader takes them; ``done(turn)`` says the
+    reader has finished with a turn's body and waits for the next. The turn the reader waits for
+    always gets a buffer, at once; the others wait while theirs would leave no room for it. So
+    fetches ahead can never starve the one needed now, and memory stays near the budget however
+    many jobs fetch. A reused buffer costs no page faults; a fresh 3 MB one costs about as much
+    as decrypting it.
+
+    A fetch ahead waits with its answer open: at the wire's speed, for moments. When the reader
+    is slow (a player reading a pipe, paused), it waits ``patience`` seconds at most, then gives
+    up with ``NoRoom``, and waits for room with no connection held.
+    """
+
+    ROUND = 64 << 10
+
+    def __init__(self, budget: int, patience: float = 5.0):
+        self.budget, self.patience = budget, patience
+        self._free: list[bytearray] = []  # smallest first
+        self._held: dict[int, bytearray] = {}
+        self._bytes = 0  # held and free
+        self._held_bytes = 0
+        self._largest = 0
+        self._next = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    @property
+    def allocated(self) -> int:
+        """Bytes in buffers, held or free: the memory this pool costs."""
+        return self._bytes
+
+    def into(self, turn: int) -> Into:
+        """What ``Fetcher.read(into=...)`` takes, for the fetch of ``turn``."""
+        return lambda size: self.take(size, turn)
+
+    def take(self, size: int, turn: int) -> memoryview:
+        """A buffer of ``size`` bytes for ``turn``; a turn's earlier buffer (a failed try) comes back."""
+        with self._cond:
+            self._release(turn)
+            self._largest = max(self._largest, size)
+            want = self._want()
+            self._wait_for_room(turn, want, time.monotonic() + self.patience)
+            buffer = self._reuse(size)
+            if buffer is None:
+                while self._free and self._bytes + want > self.budget:
+                    self._bytes -= len(self._free.pop(0))  # too small, and in the way
+                buffer = bytearray(want)
+                self._bytes += want
+            self._held[turn] = buffer
+            self._held_bytes += len(buffer)
+            return memoryview(buffer)[:size]
+
+    def wait_for_room(self, turn: int) -> None:
+        """Until a body as large as the largest yet would fit for ``turn``, or ``turn`` is awaited."""
+        with self._cond:
+            self._wait_for_room(turn, self._want(), None)
+
+    def done(self, turn: int) -> None:
+        """The reader has finished with ``turn`` (its buffer is free) and waits for the next."""
+        with self._cond:
+            self._release(turn)
+            self._next = turn + 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """The reader has stopped: fetches waiting for a buffer give up (``Abandoned``)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _want(self) -> int:
+        return -(-self._largest // self.ROUND) * self.ROUND  # every buffer fits the largest body yet
+
+    def _wait_for_room(self, turn: int, want: int, until: float | None) -> None:
+        while turn != self._next and not self._room(want):
+            left = 0.1 if until is None else min(0.1, until - time.monotonic())
+            if left <= 0:
+                raise NoRoom(f"no buffer free for {self.patience:g}s")
+            self._cond.wait(left)  # woken by done(); the timeout lets a stop through, and the patience end
+            stop.check()
+            if self._closed:
+                raise Abandoned("the reader has stopped")
+
+    def _room(self, want: int) -> bool:
+        """Whether a turn ahead may hold ``want`` more bytes: the one awaited must still fit."""
+        awaited = 0 if self._next in self._held else want
+        return self._held_bytes + want + awaited <= self.budget
+
+    def _reuse(self, size: int) -> bytearray | None:
+        for i, buffer in enumerate(self._free):
+            if len(buffer) >= size:
+                return self._free.pop(i)
+        return None
+
+    def _release(self, turn: int) -> None:
+        buffer = self._held.pop(turn, None)
+        if buffer is None:
+            return
+        self._held_bytes -= len(buffer)
+        if self._bytes > self.budget:  # the awaited turn went over: back under it
+            self._bytes -= len(buffer)
+        else:
+            self._free.append(buffer)
+            self._free.sort(key=len)
+        self._cond.notify_all()
 
 
 @dataclass
@@ -128,11 +250,12 @@ class Fetcher:
             data = self._read_file(self._allowed_path(uri), None, MAX_KEY_FILE)
         return bytes(data)
 
-    def read(self, uri: str, byterange: ByteRange | None = None) -> Buffer:
-        """The bytes of a segment ``uri``, or of its ``byterange``."""
+    def read(self, uri: str, byterange: ByteRange | None = None, into: Into | None = None) -> Buffer:
+        """The bytes of a segment ``uri``, or of its ``byterange``; read into ``into(size)`` when
+        given (as ``Bodies.into`` provides) and the size is known before the bytes come."""
         if is_url(uri):
-            return self._read_http(uri, byterange, MAX_PART)[0]
-        return self._read_file(self._allowed_path(uri), byterange, MAX_PART)
+            return self._read_http(uri, byterange, MAX_PART, into=into)[0]
+        return self._read_file(self._allowed_path(uri), byterange, MAX_PART, into)
 
     def check_allowed(self, uri: str) -> None:
         if not is_url(uri):
@@ -192,13 +315,13 @@ class Fetcher:
         return byterange.length
 
     @staticmethod
-    def _read_file(path: str, byterange: ByteRange | None, limit: int) -> Buffer:
+    def _read_file(path: str, byterange: ByteRange | None, limit: int, into: Into | None = None) -> Buffer:
         with _open_regular(path, path) as f:
             try:
                 size = _seek(f, byterange)
                 if size > limit:
                     raise FetchError(f"{path}: {size} bytes, more than the {limit} a file of its kind may have")
-                buf = bytearray(size)
+                buf = into(size) if into else bytearray(size)
                 got = f.readinto(buf)
             except OSError as exc:
                 raise FetchError(f"{path}: {exc.strerror or exc}") from None
@@ -214,24 +337,25 @@ class Fetcher:
         return min(self.deadline, 3 * self.timeout)
 
     def _read_http(self, url: str, byterange: ByteRange | None, limit: int, *, compressed: bool = False,
-                   deadline: float | None = None) -> tuple[Buffer, str]:
+                   deadline: float | None = None, into: Into | None = None) -> tuple[Buffer, str]:
         assert self.backoff is not None  # set in __post_init__
 
         def give_up(exc: Exception, attempts: int) -> FetchError:
             tries = f" (gave up after {plural(attempts, 'attempt')})" if attempts > 1 else ""
             return FetchError(f"{url}: {exc}{tries}")
 
-        return self.backoff.run(lambda: self._get_once(url, byterange, limit, compressed, deadline),
+        return self.backoff.run(lambda: self._get_once(url, byterange, limit, compressed, deadline, into),
                                 retry_on=_retry_on, give_up=give_up, what=url)
 
     def _get_once(self, url: str, byterange: ByteRange | None, limit: int, compressed: bool,
-                  deadline: float | None) -> tuple[Buffer, str]:
+                  deadline: float | None, into: Into | None) -> tuple[Buffer, str]:
         headers = {}
         if byterange:
             headers["Range"] = f"bytes={byterange.offset}-{byterange.offset + byterange.length - 1}"
         assert self.http is not None
         try:
-            answer = self.http.get(url, limit=limit, headers=headers, compressed=compressed, deadline=deadline)
+            answer = self.http.get(url, limit=limit, headers=headers, compressed=compressed, deadline=deadline,
+                                   into=into)
         except Failure as exc:
             if exc.retryable:
                 raise _Retryable(str(exc)) from None

@@ -7,6 +7,10 @@ transfer at once. Failures are told apart, because they call for different thing
 a dropped connection is worth another try; an untrusted certificate, an unknown host or a
 refused connection is not.
 
+A caller that gives ``into`` has a plain body of announced length (no gzip, not chunked) read
+straight from the socket into a buffer it provides: segments arrive at the wire's speed, with
+no 3 MB ``bytes`` to assemble and free for each. Other bodies are read in pieces, as before.
+
 ``requests`` does the protocol (redirects, proxies, cookies, TLS); it is imported on first use,
 so that runs on local files never pay for it. ``RequestOptions`` holds what some servers want
 with every request (headers, a User-Agent, cookies, a proxy, a private CA), checked once, when
@@ -15,6 +19,7 @@ given, by ``request_options``.
 
 from __future__ import annotations
 
+import heapq
 import importlib.util
 import logging
 import os
@@ -22,16 +27,20 @@ import re
 import socket
 import ssl
 import threading
+import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.cookiejar import Cookie, CookieJar, MozillaCookieJar
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from . import stop
 from .errors import UsageError
 
 if TYPE_CHECKING:
+    import http.client
+
     import requests
 
 log = logging.getLogger("hlsdecrypt")
@@ -54,7 +63,11 @@ class Answer:
     status: int
     url: str  # the URL finally reached, after redirects: relative references resolve against it
     headers: Mapping[str, str]
-    body: bytearray
+    body: bytearray | memoryview  # a view of the caller's buffer when read ``into`` it
+
+
+#: Gives a writable buffer of exactly the size asked for (it may wait until one is free).
+Into = Callable[[int], memoryview]
 
 
 class _Guard:
@@ -64,6 +77,8 @@ class _Guard:
         self.reason: str | None = None
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._deadline: _Deadline | None = None
+        self._over = False
 
     def attach(self, conn: Any) -> None:
         with self._lock:
@@ -73,10 +88,115 @@ class _Guard:
 
     def cut(self, reason: str) -> None:
         with self._lock:
-            if self.reason is None:
+            if self.reason is None and not self._over:
                 self.reason = reason
                 if self._conn is not None:
                     _shut(self._conn)
+
+    def over(self) -> None:
+        """The request has ended: its connection may already serve another, and a cut comes too late."""
+        with self._lock:
+            self._over = True
+            self._conn = None
+
+    @contextmanager
+    def deadline_paused(self) -> Iterator[None]:
+        """Time spent waiting on the caller (for a buffer to read into) is not the server's."""
+        if self._deadline is None:
+            yield
+            return
+        self._deadline.pause()
+        try:
+            yield
+        finally:
+            self._deadline.resume()
+
+
+class _Deadline:
+    """Cuts a request that has not ended ``seconds`` after it began, pauses excepted."""
+
+    def __init__(self, seconds: float, guard: _Guard):
+        self._left, self._guard = seconds, guard
+        self._why = f"no complete answer within {seconds:g}s"
+        self._alarm: list | None = None
+        self._began = 0.0
+        guard._deadline = self
+        self.resume()
+
+    def resume(self) -> None:
+        if self._left <= 0:
+            self._guard.cut(self._why)
+            return
+        self._began = time.monotonic()
+        self._alarm = _alarms.set(self._began + self._left, self._guard, self._why)
+
+    def pause(self) -> None:
+        self.cancel()
+        self._left -= time.monotonic() - self._began
+
+    def cancel(self) -> None:
+        if self._alarm is not None:
+            _alarms.cancel(self._alarm)
+            self._alarm = None
+
+
+class _Alarms:
+    """One thread that cuts requests at their deadlines: a thread started per request (a
+    ``threading.Timer``) costs more than a small segment's transfer on loopback."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every alarm and the thread: for a forked child, which has not the thread."""
+        self._heap: list[list] = []  # [when, order, guard, reason]; guard None once cancelled
+        self._order = 0
+        self._cancelled = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def set(self, when: float, guard: _Guard, reason: str) -> list:
+        with self._cond:
+            self._order += 1
+            alarm = [when, self._order, guard, reason]
+            heapq.heappush(self._heap, alarm)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hlsdecrypt-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0] is alarm:
+                self._cond.notify()
+            return alarm
+
+    def cancel(self, alarm: list) -> None:
+        with self._cond:
+            if alarm[2] is None:
+                return
+            alarm[2] = None  # left in the heap, skipped when due, or dropped when many are
+            self._cancelled += 1
+            if self._cancelled > 64 and 2 * self._cancelled > len(self._heap):
+                self._heap = [a for a in self._heap if a[2] is not None]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                    self._cancelled -= 1
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, _, guard, reason = heapq.heappop(self._heap)
+            guard.cut(reason)
+
+
+_alarms = _Alarms()
+os.register_at_fork(after_in_child=_alarms.reset)
 
 
 def _shut(conn: Any) -> None:
@@ -149,6 +269,33 @@ def _guarded_adapter_class() -> type:
     return Adapter
 
 
+def _session_class() -> type:
+    """A requests Session that reads the environment's proxy and CA settings once per host, not
+    once per request: requests scans every environment variable twice a request, which costs as
+    much as the rest of a small request."""
+    import requests
+
+    class Session(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self._settings: dict[tuple, Any] = {}
+
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+            parts = urlsplit(url)
+            key = (parts.scheme, parts.netloc, tuple(sorted((proxies or {}).items())), stream, verify, cert)
+            found: Any
+            try:
+                found = self._settings.get(key)
+            except TypeError:  # an unhashable setting: not kept
+                return super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if found is None:
+                found = super().merge_environment_settings(url, dict(proxies or {}), stream, verify, cert)
+                self._settings[key] = found
+            return {**found, "proxies": dict(found["proxies"] or {})}
+
+    return Session
+
+
 class HttpClient:
     """GETs with limits, over one connection pool. ``headers``, ``cookies``, ``proxy`` and
     ``ca_bundle`` apply to every request of this client.
@@ -177,9 +324,7 @@ class HttpClient:
     def session(self) -> requests.Session:
         with self._session_lock:
             if self._session is None:
-                import requests
-
-                session = requests.Session()
+                session = _session_class()()
                 adapter = _guarded_adapter_class()(pool_connections=4, pool_maxsize=self.pool_size)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
@@ -194,31 +339,32 @@ class HttpClient:
             return self._session
 
     def get(self, url: str, *, limit: int, headers: Mapping[str, str] | None = None,
-            deadline: float | None = None, compressed: bool = False) -> Answer:
+            deadline: float | None = None, compressed: bool = False, into: Into | None = None) -> Answer:
         """GET ``url``; the body is at most ``limit`` bytes, as received and as decoded.
 
         ``compressed`` asks for gzip (playlists compress well; segments and keys do not, and
-        an identity body can be read without a decoder). Raises Failure, or stop.Stopped.
+        an identity body can be read without a decoder). With ``into``, a 200 or 206 answer's
+        plain body of announced length is read into ``into(length)``, and the Answer's body is
+        that view; the time ``into`` takes does not count against the deadline. Raises Failure,
+        or stop.Stopped.
         """
         stop.check()
         guard = _Guard()
-        timer = threading.Timer(deadline or self.deadline, guard.cut,
-                                (f"no complete answer within {deadline or self.deadline:g}s",))
-        timer.daemon = True
         with _in_flight_lock:
             _in_flight.add(guard)
         _current.guard = guard
-        timer.start()
+        timer = _Deadline(deadline or self.deadline, guard)
         try:
-            return self._get(url, limit, headers, compressed, guard)
+            return self._get(url, limit, headers, compressed, guard, into)
         finally:
             timer.cancel()
+            guard.over()
             _current.guard = None
             with _in_flight_lock:
                 _in_flight.discard(guard)
 
     def _get(self, url: str, limit: int, headers: Mapping[str, str] | None, compressed: bool,
-             guard: _Guard) -> Answer:
+             guard: _Guard, into: Into | None) -> Answer:
         import requests
         import urllib3
 
@@ -231,7 +377,12 @@ class HttpClient:
                 if announced is not None and announced > limit and response.status_code < 300:
                     raise Failure(f"{announced} bytes announced, more than the {_size(limit)} allowed",
                                   retryable=False)
-                body = _read_body(response, limit, guard)
+                plain = _plain_body(response, limit) if into and response.status_code in (200, 206) else None
+                body: bytearray | memoryview
+                if plain is not None and into is not None:
+                    body = _read_into(response, plain, into, guard)
+                else:
+                    body = _read_body(response, limit, guard)
             finally:
                 response.close()
         except Failure:
@@ -248,6 +399,45 @@ class HttpClient:
         if guard.reason == "stopped":
             raise stop.Stopped()
         return Answer(response.status_code, response.url, response.headers, body)
+
+
+def _plain_body(response: requests.Response, limit: int) -> http.client.HTTPResponse | None:
+    """The http.client response under urllib3's, when its body can be read into a buffer as it is:
+    not encoded, not chunked, of announced length, and not yet begun. None otherwise (the body is
+    then read in pieces). Reading below urllib3 skips its copy into a fresh ``bytes`` per read."""
+    import http.client  # loaded with requests already; not at start-up, for runs on local files
+
+    raw = response.raw
+    fp = getattr(raw, "_fp", None)
+    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+    if (not isinstance(fp, http.client.HTTPResponse) or encoding != "identity" or fp.chunked
+            or fp.length is None or fp.length > limit or raw.tell() or fp.isclosed()):
+        return None
+    return fp
+
+
+def _read_into(response: requests.Response, fp: http.client.HTTPResponse, into: Into, guard: _Guard) -> memoryview:
+    """The body, read from the socket into ``into(length)``: exactly the announced length.
+
+    A connection that ends early is a dropped one (worth another try). Bytes a server sends
+    beyond its Content-Length are not read: urllib3 finds them waiting on the connection and
+    does not reuse it.
+    """
+    length = fp.length or 0
+    with guard.deadline_paused():
+        view = into(length)
+    got = 0
+    while got < length and not guard.reason:
+        n = fp.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    if guard.reason:
+        raise OSError(guard.reason)  # the caller names the reason
+    if got < length:
+        raise Failure(f"connection dropped mid-answer ({got} of {length} bytes)", retryable=True)
+    response.raw.release_conn()  # read to its end: the connection serves the next request
+    return view
 
 
 def _read_body(response: requests.Response, limit: int, guard: _Guard) -> bytearray:
