@@ -15,9 +15,10 @@ tables then measure it more than the clients), and the output says which. Two ta
 - with ``--latency`` (50 ms) added to every answer: six curl connections, each fetching a
   sixth of the segments in order (the yardstick), against the same clients.
 
-Each round runs every client once, in turn, writing to the same disk after a ``sync``; a table
-gives the median wall time, its ratio to the floor or the yardstick, the peak RSS of the
-process tree and whether the output's sha256 is the clear stream's (checked after every run).
+Each round runs every client once, in turn, each just after a run of the floor (or yardstick),
+writing to the same disk after a ``sync``; a table gives the median wall time, the median of
+the paired ratios to the floor (or yardstick), the peak RSS of the process tree, and whether
+the output's sha256 is the clear stream's (checked after every run).
 streamlink and yt-dlp are not dependencies: give their paths, or have them on PATH.
 """
 
@@ -168,36 +169,55 @@ def clients(src: Path, base: str, out_dir: Path, *, floor: bool, streamlink: str
     return found
 
 
-def measure(found: list[Client], rounds: int, src: Path, out_dir: Path) -> dict[str, tuple[float, float, str]]:
-    """Each client's median wall, its peak RSS over the rounds, and whether every output was the
-    clear stream (for curl, which decrypts nothing: the encrypted segments as served)."""
+@dataclass(frozen=True)
+class Result:
+    wall: float  # median seconds
+    ratio: float  # median, over the rounds, of the wall over the yardstick's run just before it
+    rss: float  # peak MiB over the rounds
+    same: str  # whether every output was what it should be
+
+
+def measure(found: list[Client], rounds: int, src: Path, out_dir: Path) -> dict[str, Result]:
+    """Each client's figures; ``found[0]`` is the yardstick, run again before each other client.
+
+    Pairs keep a ratio meaningful when the machine's speed drifts between runs (on a shared
+    machine it does, by tens of percent). Every output is checked: the clear stream, or for curl,
+    which decrypts nothing, the encrypted segments as served."""
     clear = (src / "clear.sha256").read_text().strip()
     served = sha256([src / name for name in segments(src)])
+    yardstick = found[0]
     runs: dict[str, list[tuple[float, float]]] = {c.name: [] for c in found}
+    ratios: dict[str, list[float]] = {c.name: [] for c in found}
     same: dict[str, bool] = {c.name: True for c in found}
+
+    def run(client: Client) -> float:
+        for path in (*client.outputs, *client.before, out_dir / "out.ts"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        subprocess.run(["sync"], check=False)
+        runs[client.name].append(timed(client.command, out_dir))
+        same[client.name] &= sha256(client.outputs) == (served if client.encrypted else clear)
+        return runs[client.name][-1][0]
+
     for _ in range(rounds):
-        for client in found:
-            for path in (*client.outputs, *client.before, out_dir / "out.ts"):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
-            subprocess.run(["sync"], check=False)
-            runs[client.name].append(timed(client.command, out_dir))
-            same[client.name] &= sha256(client.outputs) == (served if client.encrypted else clear)
+        for client in found[1:]:
+            base = run(yardstick)
+            ratios[client.name].append(run(client) / base)
+    ratios[yardstick.name] = [1.0]
     said = {c.name: ("yes" if same[c.name] else "**no**") + (" (the encrypted bytes, as served)" if c.encrypted else "")
             for c in found}
-    return {name: (statistics.median(w for w, _ in samples), max(r for _, r in samples), said[name])
-            for name, samples in runs.items()}
+    return {c.name: Result(statistics.median(w for w, _ in runs[c.name]), statistics.median(ratios[c.name]),
+                           max(r for _, r in runs[c.name]), said[c.name]) for c in found}
 
 
-def table(results: dict[str, tuple[float, float, str]], yardstick: str, size: int, title: str) -> list[str]:
-    base = results[yardstick][0]
+def table(results: dict[str, Result], yardstick: str, size: int, title: str) -> list[str]:
     ratio = "× floor" if "floor" in yardstick else f"× {THREADS} curls"
     rows = [title, "", f"| client | wall (s) | MB/s | {ratio} | peak RSS (MiB) | sha256 = clear stream |",
             "|---|---:|---:|---:|---:|---|"]
-    for name, (wall, rss, same) in results.items():
-        rows.append(f"| {name} | {wall:.2f} | {size / wall / 1e6:,.0f} | {wall / base:.2f} | {rss:.0f} | {same} |")
+    for name, r in results.items():
+        rows.append(f"| {name} | {r.wall:.2f} | {size / r.wall / 1e6:,.0f} | {r.ratio:.2f} | {r.rss:.0f} | {r.same} |")
     return rows
 
 
