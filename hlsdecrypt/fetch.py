@@ -6,6 +6,7 @@ only http(s) URLs, a local one only files under its own folder (unless allowed o
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -398,10 +399,19 @@ def _open_regular(path: str, name: str) -> Iterator[io.FileIO]:
 
 
 def _real(path: str) -> str:
+    """``os.path.realpath``, with each folder resolved once: a playlist's segments share a folder,
+    and realpath costs a system call per path component, for every one of 100,000 parts."""
     try:
-        return os.path.realpath(path)
+        folder, name = os.path.split(os.path.abspath(path))
+        candidate = os.path.join(_real_folder(folder), name)
+        return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
     except ValueError:  # an embedded NUL byte
         raise InputError(f"{path!r}: a path with a NUL byte") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 def _slice(url: str, byterange: ByteRange, status: int, content_range: str | None, body: Buffer) -> Buffer:
