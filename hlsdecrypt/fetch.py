@@ -1,4 +1,5 @@
-"""Byte sources: local files and http(s) URLs, with byte ranges, timeouts and retries.
+"""Byte sources: local files and http(s) URLs, with byte ranges, timeouts and retries, and the
+reused buffers they are read into (``Scratch`` for streamed chunks, ``Bodies`` for whole parts).
 
 Also the one place that decides what a playlist may make the tool read: a remote playlist
 only http(s) URLs, a local one only files under its own folder (unless allowed otherwise).
