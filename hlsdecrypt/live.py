@@ -36,9 +36,9 @@ from .errors import ApiError, DecryptError, FetchError, HlsDecryptError, InputEr
 from .fetch import Fetcher
 from .keys import KeyChain
 from .media import start_problem
-from .output import BackgroundWriter, Output, check_target
+from .output import BackgroundWriter, Output
 from .pipeline import (HTTP_JOBS, MAX_MASTER_DEPTH, WRITE_AHEAD, _chain, _output_errors, _pick, default_jobs,
-                       errors_about, output_name)
+                       errors_about, output_name, prepare_output)
 from .playlist import KeyRef, MediaPlaylist, Part, Variant, parse
 from .uris import is_url
 
@@ -701,13 +701,7 @@ def follow(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain 
         raise UsageError("duration must be more than 0", option="duration")
     fetcher = fetcher or Fetcher()
     inputs = [source, *inputs]
-    folder = None
-    if isinstance(output, (str, os.PathLike)):
-        output = os.fspath(output)
-        if os.path.isdir(output):
-            folder = output
-        elif output != "-":
-            check_target(output, force=force, inputs=inputs)  # before any work
+    output, folder = prepare_output(output, force=force, inputs=inputs)
     with _chain(keys, fetcher) as chain, patient_keys(chain, key_patience, clock):
         live, first, chosen = open_live(source, fetcher, variant=variant, key_id_param=key_id_param, clock=clock)
         target = os.path.join(folder, output_name(source, first.playlist)) if folder else output

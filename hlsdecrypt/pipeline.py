@@ -312,13 +312,7 @@ def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain
     """
     fetcher = fetcher or Fetcher()
     inputs = [source, *inputs]
-    folder = None
-    if isinstance(output, (str, os.PathLike)):
-        output = os.fspath(output)
-        if os.path.isdir(output):
-            folder = output
-        elif output != "-":
-            check_target(output, force=force, inputs=inputs)  # before any work
+    output, folder = prepare_output(output, force=force, inputs=inputs)
     if remux and (folder or not isinstance(output, str) or output == "-"):
         raise UsageError("remux writes a file by its name: give output a file path", option="remux")
     if progress is not None:
@@ -396,6 +390,20 @@ def rendition_path(output: str, rendition: Rendition, playlist: MediaPlaylist) -
     """``film.ts`` -> ``film.audio-English.ts``: beside the output, saying which rendition it holds."""
     label = re.sub(r"[^A-Za-z0-9_-]+", "_", rendition.name).strip("_") or rendition.group or "track"
     return f"{os.path.splitext(output)[0]}.{rendition.type.lower()}-{label}{_extension(playlist)}"
+
+
+def prepare_output(output: str | os.PathLike | BinaryIO, *, force: bool,
+                   inputs: list[str]) -> tuple[str | BinaryIO, str | None]:
+    """The output as given, checked before any work, and the folder to write into when it is one
+    (the file is then named after the stream, once its playlist is read)."""
+    if not isinstance(output, (str, os.PathLike)):
+        return output, None
+    output = os.fspath(output)
+    if os.path.isdir(output):
+        return output, output
+    if output != "-":
+        check_target(output, force=force, inputs=inputs)
+    return output, None
 
 
 def output_name(source: str, playlist: MediaPlaylist) -> str:

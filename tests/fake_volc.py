@@ -204,3 +204,12 @@ def everything_printed(api: FakeLiveApi, playlist: Path, tmp_path: Path, *extra:
     assert passed.returncode == 0 and "key from GetHLSEncryptDataKey" in passed.stderr
     left_behind = [p.read_bytes().decode("latin-1") for p in (tmp_path / "cache" / "hlsdecrypt").iterdir()]
     return "\n".join([failed.stdout, failed.stderr, passed.stdout, passed.stderr, *left_behind])
+
+
+def with_api_credentials(monkeypatch, home: Path) -> None:
+    """The fake's credentials in the environment, a private rate-limit folder, no real config files."""
+    monkeypatch.setenv("VOLC_ACCESSKEY", AK)
+    monkeypatch.setenv("VOLC_SECRETKEY", SK)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("HOME", str(home / "home"))
+    monkeypatch.delenv("HLSDECRYPT_API_ENDPOINT", raising=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, sha256
-from fake_volc import AK, SK, STATUS_OF, FakeLiveApi, everything_printed
+from fake_volc import AK, SK, STATUS_OF, FakeLiveApi, everything_printed, with_api_credentials
 
 from hlsdecrypt.api import ApiKeySource, decode_data_key, region_for
 from hlsdecrypt.credentials import Credentials, find_credentials
@@ -32,12 +32,7 @@ FATAL = ["InvalidParam", "InvalidParam.BindError", "RequestForbidden", "RequestF
 
 @pytest.fixture(autouse=True)
 def api_env(monkeypatch, tmp_path):
-    """Credentials in the environment, a private rate-limit folder, and no real config files."""
-    monkeypatch.setenv("VOLC_ACCESSKEY", AK)
-    monkeypatch.setenv("VOLC_SECRETKEY", SK)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("HLSDECRYPT_API_ENDPOINT", raising=False)
+    with_api_credentials(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 
 from conftest import FIXTURES
-from fake_volc import AK, SK, FakeLiveApi
+from fake_volc import AK, SK, FakeLiveApi, with_api_credentials
 from live_origin import LateKeys, LiveOrigin, key_id
 
 from hlsdecrypt.api import ApiKeySource
@@ -42,10 +42,7 @@ SCHEMA = json.loads(resources.files("hlsdecrypt").joinpath("verify-report.schema
 
 @pytest.fixture(autouse=True)
 def api_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("VOLC_ACCESSKEY", AK)
-    monkeypatch.setenv("VOLC_SECRETKEY", SK)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with_api_credentials(monkeypatch, tmp_path)
 
 
 @pytest.fixture
