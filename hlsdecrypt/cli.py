@@ -298,6 +298,8 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
 
     if args.resume and args.output == "-":
         raise UsageError("--resume needs an output file, not stdout")
+    if args.keep_ts and not args.remux:
+        raise UsageError("--keep-ts keeps the .ts files that --remux would remove: give --remux too")
     if args.batch:
         if args.sources:
             raise UsageError("give sources on the command line or with --batch, not both")
@@ -310,14 +312,14 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
         raise UsageError("decrypt needs -o OUTPUT")
     elif len(args.sources) > 1 and not os.path.isdir(args.output):
         raise UsageError(f"-o {args.output}: with several sources, -o names an existing folder")
-    elif args.keep_ts and not args.remux:
-        raise UsageError("--keep-ts keeps the .ts files that --remux would remove: give --remux too")
     else:
         jobs = [(source, args.output) for source in args.sources]
     _refuse_shared_outputs(jobs)
     to_stdout = any(output == "-" for _, output in jobs)
     if args.json_summary:
         check_folder(args.json_summary, "json-summary")
+        _refuse_report_over(args.json_summary, "--json-summary",
+                            [path for job in jobs for path in job] + _inputs(args))
         if args.json_summary == "-" and to_stdout:
             raise UsageError("--json-summary -: stdout carries the clear stream (-o -); write the summary to a file")
     if not args.force and to_stdout and sys.stdout.isatty():
@@ -326,6 +328,16 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
     if args.shard:  # after the check above, so that every machine refuses the same list
         jobs = Shard.parse(args.shard).take(jobs)
     return jobs
+
+
+def _refuse_report_over(report: str, option: str, files: list[str]) -> None:
+    """A report is written over nothing else the run reads or writes (an output, a playlist, a key file)."""
+    if report == "-":
+        return
+    real = os.path.realpath(report)
+    clash = next((f for f in files if f != "-" and os.path.realpath(f) == real), None)
+    if clash:
+        raise UsageError(f"{option} {report}: is {clash}, which this run reads or writes; choose another file")
 
 
 def _refuse_shared_outputs(jobs: list[tuple[str, str]]) -> None:
@@ -561,6 +573,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     for option, target in reports:
         if target:
             check_folder(target, option)
+            _refuse_report_over(target, FLAGS[option], [*sources, *_inputs(args),
+                                                        *(t for o, t in reports if t and o != option)])
     to_stdout = [FLAGS[option] for option, target in reports if target == "-"]
     if len(to_stdout) > 1:
         raise UsageError(f"only one report can go to stdout, not {' and '.join(to_stdout)}")

@@ -183,6 +183,8 @@ class Output:
             if exc_type is None:
                 self.file.flush()
             return
+        if self.in_place and exc_type is not None:
+            return  # a pipe or device: closing waits on a write its reader may never take
         closed = True
         try:
             self.file.close()
@@ -381,6 +383,12 @@ class BackgroundWriter:
         self._calls.append(fn)
         if not self._batch_size or time.monotonic() - self._handed >= self._linger:
             self._hand_over(None)
+
+    def abandon(self) -> None:
+        """Leave the thread to itself (a daemon): a run that failed or was stopped does not wait on
+        a pipe whose reader stopped reading, which could be for ever."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
 
     def close(self) -> None:
         """Wait until everything queued is done; raise the writer's error, if any."""

@@ -336,9 +336,12 @@ def decrypt(source: str, output: str | os.PathLike | BinaryIO, *, keys: KeyChain
                        os.path.exists(target)):
             log.warning("%s: renditions are written beside an output file; not beside this one", source)
             chosen = ()
+        loaded = list(_loaded(chosen, fetcher, key_id_param))
+        beside = [rendition_path(str(target), r, playlist) for r, playlist in loaded]
+        for path in beside:  # all of a stream's outputs are checked before any is written
+            check_target(path, force=force, inputs=inputs)
         main = one(stream.playlist, target, force, shown=progress)
-        done = tuple(one(playlist, rendition_path(str(target), r, playlist), force, r.label)
-                     for r, playlist in _loaded(chosen, fetcher, key_id_param))
+        done = tuple(one(playlist, path, force, r.label) for (r, playlist), path in zip(loaded, beside))
         return replace(main, renditions=done)
 
 
@@ -355,15 +358,18 @@ def _decrypt_and_remux(stream: Stream, chosen: tuple[Rendition, ...], target: st
     folder, name = os.path.split(os.path.abspath(target))
     base = os.path.splitext(target)[0] if keep_ts else os.path.join(folder, f".{name}")
     main = one(stream.playlist, base + _extension(stream.playlist), force or not keep_ts, shown=progress)
-    done = tuple(one(playlist, rendition_path(main.output, r, playlist), force or not keep_ts, r.label)
-                 for r, playlist in _loaded(chosen, fetcher, key_id_param))
+    done: tuple[DecryptResult, ...] = ()
     try:
+        done = tuple(one(playlist, rendition_path(main.output, r, playlist), force or not keep_ts, r.label)
+                     for r, playlist in _loaded(chosen, fetcher, key_id_param))
         remux([main.output, *(d.output for d in done)], target, fmt, force=force)
-    finally:
-        if not keep_ts:
-            for path in (main.output, *(d.output for d in done)):
-                with suppress(FileNotFoundError):
-                    os.unlink(path)
+    except BaseException:  # what was decrypted stays: it may have taken hours, and the remux failed alone
+        log.warning("the decrypted files stay: %s", ", ".join([main.output, *(d.output for d in done)]))
+        raise
+    if not keep_ts:
+        for path in (main.output, *(d.output for d in done)):
+            with suppress(FileNotFoundError):
+                os.unlink(path)
     return replace(main, renditions=done, remuxed=target)
 
 
@@ -458,8 +464,14 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
                 writer.call(partial(out.part_written, size, part.key.identity if part.key else None,
                                     key.fingerprint() if key else None))
                 progress.advance(size)
-        finally:
-            writer.close()
+        except BaseException:
+            if out.regular_file:
+                with suppress(Exception):  # the run's own error is the one to report
+                    writer.close()  # what is queued reaches the file, and the journal counts it
+            else:
+                writer.abandon()
+            raise
+        writer.close()
         written = out.bytes_done
     used = {p.key.identity for p in playlist.parts if p.key and not p.gap}
     return DecryptResult(playlist, variant, len(playlist.segments), written, resumed_after, tuple(missing or ()),

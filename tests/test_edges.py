@@ -438,3 +438,30 @@ def test_an_interrupt_while_a_file_is_made_waits_until_the_file_is_known():
         assert steps == ["named"] and stop.stopping()
     finally:
         stop.reset()
+
+
+def test_a_stop_ends_the_run_even_when_the_fifo_it_writes_is_not_read(tmp_path):
+    fifo = tmp_path / "player"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a player that opened the pipe, then paused
+    try:
+        proc = _cli("decrypt", FIXTURES / "byterange/index.m3u8", "-o", fifo, "--key-source", "uri")
+        time.sleep(1.0)  # long enough to fill the pipe; the test holds either way
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        os.close(reader)
+
+
+def test_a_summary_is_never_written_over_an_output_or_an_input(run, tmp_path):
+    code, err = run("decrypt", IMPLICIT, "-o", tmp_path / "out.ts", "--json-summary", tmp_path / "out.ts")
+    assert code == 2 and "--json-summary" in err
+    code, err = run("decrypt", IMPLICIT, "-o", tmp_path / "out.ts", "--json-summary", IMPLICIT)
+    assert code == 2 and not (tmp_path / "out.ts").exists()
+
+
+def test_keep_ts_without_remux_is_refused_in_a_batch_too(run, tmp_path):
+    batch = tmp_path / "batch.txt"
+    batch.write_text(f"{IMPLICIT} {tmp_path / 'a.ts'}\n")
+    code, err = run("decrypt", "--batch", batch, "--keep-ts")
+    assert code == 2 and "--remux" in err

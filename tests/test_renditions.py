@@ -39,6 +39,7 @@ def test_an_existing_rendition_file_is_kept_unless_forced(run, tmp_path):
     code, err = run("decrypt", REND / "index.m3u8", "-o", tmp_path / "film.ts", *ARGS)
     assert code == 7 and "film.audio-English.ts: exists" in err
     assert (tmp_path / "film.audio-English.ts").read_bytes() == b"mine"
+    assert not (tmp_path / "film.ts").exists()  # refused before any of the stream was written
 
 
 def test_remux_makes_one_file_and_keeps_the_ts_only_when_asked(run, tmp_path):
