@@ -112,6 +112,8 @@ class Bodies:
     def take(self, size: int, turn: int) -> memoryview:
         """A buffer of ``size`` bytes for ``turn``; a turn's earlier buffer (a failed try) comes back."""
         with self._cond:
+            if self._closed:  # the run ended: read no more bodies no one will take
+                raise Abandoned("the reader has stopped")
             self._release(turn)
             self._largest = max(self._largest, size)
             want = self._want()
@@ -258,10 +260,6 @@ class Fetcher:
         if is_url(uri):
             return self._read_http(uri, byterange, MAX_PART, into=into)[0]
         return self._read_file(self._allowed_path(uri), byterange, MAX_PART, into)
-
-    def check_allowed(self, uri: str) -> None:
-        if not is_url(uri):
-            self._allowed_path(uri)
 
     def _allowed_path(self, uri: str) -> str:
         """The real path of a local reference, if the playlist may make us read it.
