@@ -7,7 +7,6 @@ only http(s) URLs, a local one only files under its own folder (unless allowed o
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import os
@@ -25,7 +24,7 @@ from .errors import FetchError, InputError, UsageError, plural
 from .http import Failure, HttpClient, Into, RequestOptions
 from .playlist import MAX_PART, ByteRange
 from .retry import Backoff, Retry, retry_after_seconds
-from .uris import is_url, scheme_of
+from .uris import is_url, real_path, scheme_of
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -398,19 +397,10 @@ def _open_regular(path: str, name: str) -> Iterator[io.FileIO]:
 
 
 def _real(path: str) -> str:
-    """``os.path.realpath``, with each folder resolved once: a playlist's segments share a folder,
-    and realpath costs a system call per path component, for every one of 100,000 parts."""
     try:
-        folder, name = os.path.split(os.path.abspath(path))
-        candidate = os.path.join(_real_folder(folder), name)
-        return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+        return real_path(path)
     except ValueError:  # an embedded NUL byte
         raise InputError(f"{path!r}: a path with a NUL byte") from None
-
-
-@functools.lru_cache(maxsize=256)
-def _real_folder(folder: str) -> str:
-    return os.path.realpath(folder)
 
 
 def _slice(url: str, byterange: ByteRange, status: int, content_range: str | None, body: Buffer) -> Buffer:

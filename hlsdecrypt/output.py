@@ -23,10 +23,11 @@ import sys
 import tempfile
 import threading
 import time
-from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
+from typing import BinaryIO, Callable, Iterable, TypeVar
 
 from . import stop
 from .errors import OutputError, OutputExists, UsageError
+from .uris import real_path
 
 T = TypeVar("T")
 
@@ -239,8 +240,8 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
         raise OutputError(f"{target}: no such folder {folder}")
     real = os.path.realpath(target)
     given_inputs = [given for given in inputs if given]
-    for given, given_real in zip(given_inputs, _real_paths(given_inputs)):
-        if given_real == real:
+    for given in given_inputs:
+        if real_path(given) == real:
             raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
     try:
         info = os.stat(target)
@@ -257,22 +258,6 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
     if not force:
         raise OutputExists(f"{target}: exists (force=True replaces it)", option="force")
     return False
-
-
-def _real_paths(paths: Iterable[str]) -> Iterator[str]:
-    """``os.path.realpath`` of each path, resolving each folder once: the 100,000 segments of a
-    long recording share one folder, and resolving it costs a system call per component."""
-    folders: dict[str, str] = {}
-    for path in paths:
-        folder, name = os.path.split(path)
-        if name in ("", os.curdir, os.pardir):
-            yield os.path.realpath(path)
-            continue
-        real_folder = folders.get(folder)
-        if real_folder is None:
-            real_folder = folders[folder] = os.path.realpath(folder or os.curdir)
-        candidate = os.path.join(real_folder, name)
-        yield os.path.realpath(candidate) if os.path.islink(candidate) else candidate
 
 
 def check_folder(path: str, option: str) -> None:

@@ -1,4 +1,4 @@
-"""What a URI or path names: a URL or a local file, and the short name of the stream it holds.
+"""What a URI or path names: a URL or a local file (and where it really is), and the short name of the stream it holds.
 
 Plain string work, shared by the playlist parser, the fetcher and the reports, so that none
 of them imports another for it.
@@ -6,6 +6,8 @@ of them imports another for it.
 
 from __future__ import annotations
 
+import functools
+import os
 import posixpath
 import re
 from urllib.parse import urlsplit
@@ -36,3 +38,20 @@ def stream_name(source: str) -> str:
     if stem in _GENERIC_STEMS and posixpath.dirname(path):
         stem = posixpath.basename(posixpath.dirname(path)) or stem
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "stream"
+
+
+def real_path(path: str) -> str:
+    """``os.path.realpath``, with each folder resolved once: a recording's 100,000 segments share a
+    folder, and resolving it costs a system call per path component. The file itself is resolved
+    only when it is a link. Raises ValueError for a path with a NUL byte, as realpath does."""
+    # absolute, but not normalised: "link/../x" means the link's parent, which only resolving tells
+    folder, name = os.path.split(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
+    if name in ("", os.curdir, os.pardir):
+        return os.path.realpath(path)
+    candidate = os.path.join(_real_folder(folder), name)
+    return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+
+
+@functools.lru_cache(maxsize=256)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from conftest import FIXTURES, sha256
 
 from hlsdecrypt.cli import main
-from hlsdecrypt.output import BackgroundWriter, _real_paths
+from hlsdecrypt.output import BackgroundWriter
+from hlsdecrypt.uris import real_path
 from hlsdecrypt.playlist import _PLAIN_PATH, parse, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,7 +185,7 @@ def test_real_paths_are_os_realpath_with_each_folder_resolved_once(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     paths = ["real/a.ts", "linked/a.ts", "linked/link.ts", "real/up.ts", "linked/sub/../a.ts", "linked/missing.ts",
              "linked/sub/..", "linked/", str(tmp_path / "linked/sub/x.ts"), "a.ts", ".", ""]
-    assert list(_real_paths(paths)) == [os.path.realpath(p) for p in paths]
+    assert [real_path(p) for p in paths] == [os.path.realpath(p) for p in paths]
 
 
 _REFERENCE = st.lists(st.sampled_from(list("ab./?&=_-~+é%#:") + ["//", "..", " ", "\t", "seg.ts"]), max_size=10)
