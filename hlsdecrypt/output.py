@@ -294,8 +294,8 @@ def _lock(fd: int, target: str) -> None:
 
 
 def _remove_stale(folder: str, name: str) -> None:
-    """Remove the temporary files that crashed runs (``kill -9``) left for this output; a file
-    that a live run holds locked is that run's business."""
+    """Remove the temporary files that crashed runs (``kill -9``) left for this output; one that a
+    live run holds locked means that run is writing the same output now: refused."""
     try:
         entries = os.listdir(folder)
     except OSError:
@@ -313,8 +313,10 @@ def _remove_stale(folder: str, name: str) -> None:
             if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.unlink(path)
+        except BlockingIOError:
+            raise OutputError(f"{os.path.join(folder, name)}: another hlsdecrypt is writing it now") from None
         except OSError:
-            pass  # locked: a run in progress
+            pass
         finally:
             os.close(fd)
 

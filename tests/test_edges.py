@@ -139,10 +139,12 @@ def test_a_killed_runs_temporary_file_is_removed_by_the_next_run(run, tmp_path):
 def test_a_temporary_file_a_live_run_holds_is_left_alone_and_the_clash_said(run, tmp_path):
     busy = tmp_path / ".out.ts.live01.part"
     with open(busy, "wb") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        code, err = run("decrypt", IMPLICIT, "-o", tmp_path / "out.ts", "--resume")
+        fcntl.flock(held, fcntl.LOCK_EX)  # a run in progress writes out.ts
+        for extra in ((), ("--resume",)):
+            code, err = run("decrypt", IMPLICIT, "-o", tmp_path / "out.ts", *extra)
+            assert code == 7 and "another hlsdecrypt is writing it now" in err
         assert busy.exists()
-    assert code == 0, err  # --resume uses its own fixed name, so this run is not in the way
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.ts.live01.part"]
 
 
 # -- 3. ordinary failures are not bugs ---------------------------------------------------
