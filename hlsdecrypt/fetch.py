@@ -7,6 +7,7 @@ only http(s) URLs, a local one only files under its own folder (unless allowed o
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -14,7 +15,6 @@ import re
 import stat
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -24,7 +24,7 @@ from .errors import FetchError, InputError, UsageError, plural
 from .http import Failure, HttpClient, Into, RequestOptions
 from .playlist import MAX_PART, ByteRange
 from .retry import Backoff, Retry, retry_after_seconds
-from .uris import is_url, real_path, scheme_of
+from .uris import is_url, real_path, resolved_folder, scheme_of
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -234,7 +234,7 @@ class Fetcher:
             if is_url(uri):
                 data, uri = self._read_http(uri, None, MAX_PLAYLIST, compressed=True, deadline=self._small_deadline)
             else:
-                data = self._read_file(self._allowed_path(uri), None, MAX_PLAYLIST)
+                data = self._read_file(uri, None, MAX_PLAYLIST)
         except FetchError as exc:
             raise InputError(f"playlist {exc}") from None
         try:
@@ -250,7 +250,7 @@ class Fetcher:
         if is_url(uri):
             data, _ = self._read_http(uri, None, MAX_KEY_FILE, deadline=self._small_deadline)
         else:
-            data = self._read_file(self._allowed_path(uri), None, MAX_KEY_FILE)
+            data = self._read_file(uri, None, MAX_KEY_FILE)
         return bytes(data)
 
     def read(self, uri: str, byterange: ByteRange | None = None, into: Into | None = None) -> Buffer:
@@ -258,7 +258,7 @@ class Fetcher:
         given (as ``Bodies.into`` provides) and the size is known before the bytes come."""
         if is_url(uri):
             return self._read_http(uri, byterange, MAX_PART, into=into)[0]
-        return self._read_file(self._allowed_path(uri), byterange, MAX_PART, into)
+        return self._read_file(uri, byterange, MAX_PART, into)
 
     def _allowed_path(self, uri: str) -> str:
         """The real path of a local reference, if the playlist may make us read it.
@@ -266,66 +266,84 @@ class Fetcher:
         Links are resolved first: a segment that is a symlink to ~/.volc/credentials is
         outside the playlist's folder, whatever its name says.
         """
+        self._check_local(uri)
+        path = _real(uri)
+        if not self._inside(path):
+            raise InputError(f"{uri}: outside the playlist's folder (allow_any_path=True permits it)",
+                             option="allow_any_path")
+        return path
+
+    def _check_local(self, uri: str) -> None:
         if scheme_of(uri):
             raise InputError(f"{uri}: only http(s) URLs and local paths can be read")
         if self._remote:
             raise InputError(f"{uri}: a remote playlist may only refer to http(s) URLs")
         if "\0" in uri:
             raise InputError(f"{uri!r}: a path with a NUL byte")
-        path = _real(uri)
-        if self._root and not self.allow_any_path and os.path.commonpath([path, self._root]) != self._root:
-            raise InputError(f"{uri}: outside the playlist's folder (allow_any_path=True permits it)",
-                             option="allow_any_path")
-        return path
 
-    # -- local files -------------------------------------------------------------------
+    def _inside(self, real: str) -> bool:
+        """Whether a real path is one the playlist may make us read. Both paths are real, so
+        "inside" is a matter of prefix (``commonpath`` would cost more than the read)."""
+        root = self._root
+        return not root or self.allow_any_path or real == root or real.startswith(_as_folder(root))
 
-    def read_chunks(self, path: str, byterange: ByteRange | None, scratch: Scratch,
-                    chunk: int = CHUNK) -> Iterator[memoryview]:
-        """A local file (or its byte range) in chunks, each a view of ``scratch`` valid until the next."""
-        real = self._allowed_path(path)
-        with _open_regular(real, path) as f:
-            try:
-                size = _seek(f, byterange)
-                done = 0
-                while done < size:
-                    view = scratch.view(min(chunk, size - done))
-                    got = f.readinto(view)
-                    if got != len(view):
-                        raise FetchError(f"{path}: wanted {size} bytes{_at(byterange)}, file has {done + (got or 0)}")
-                    done += got
-                    yield view
-            except OSError as exc:
-                raise FetchError(f"{path}: {exc.strerror or exc}") from None
+    def _open_allowed(self, uri: str) -> io.FileIO:
+        """A local reference opened, if the playlist may make us read it (see ``_allowed_path``).
+
+        The file itself is opened without following a link: when it is not one, which is nearly
+        always, that spares a system call per segment; when it is, its real path is checked first.
+        """
+        self._check_local(uri)
+        try:
+            path = resolved_folder(uri)
+        except ValueError:
+            raise InputError(f"{uri!r}: a path with a NUL byte") from None
+        if self._inside(path):
+            opened = _open_regular(path, uri, follow=False)
+            if opened is not None:
+                return opened
+        opened = _open_regular(self._allowed_path(uri), uri)
+        assert opened is not None  # following links, it is a file or an error
+        return opened
+
+    def open_local(self, path: str, byterange: ByteRange | None) -> "LocalPart":
+        """A local segment (or its byte range), open and sized before any byte is read: a part's
+        decryption must know where the message ends. Close it, or read all its ``chunks``."""
+        f = self._open_allowed(path)
+        try:
+            size = _seek(f, byterange, path)
+        except OSError as exc:
+            f.close()
+            raise FetchError(f"{path}: {exc.strerror or exc}") from None
+        except BaseException:
+            f.close()
+            raise
+        return LocalPart(f, path, byterange, size)
 
     def local_size(self, path: str, byterange: ByteRange | None) -> int:
-        """How many bytes ``read_chunks`` will give, checked against the file before any is read."""
-        real = self._allowed_path(path)
+        """How many bytes ``open_local`` will give: what a progress display expects, from one
+        ``stat``. The read that follows checks what the playlist may make us read."""
+        self._check_local(path)
         try:
-            info = os.stat(real)
-        except OSError as exc:
-            raise FetchError(f"{path}: {exc.strerror or exc}") from None
+            info = os.stat(path)
+        except (OSError, ValueError) as exc:
+            raise FetchError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
         if not stat.S_ISREG(info.st_mode):
             raise FetchError(f"{path}: not a regular file")
-        if byterange is None:
-            return info.st_size
-        if byterange.offset + byterange.length > info.st_size:
-            raise FetchError(f"{path}: wanted {byterange.length} bytes{_at(byterange)}, file has {info.st_size}")
-        return byterange.length
+        return _fits(path, byterange, info.st_size)
 
-    @staticmethod
-    def _read_file(path: str, byterange: ByteRange | None, limit: int, into: Into | None = None) -> Buffer:
-        with _open_regular(path, path) as f:
+    def _read_file(self, uri: str, byterange: ByteRange | None, limit: int, into: Into | None = None) -> Buffer:
+        with self._open_allowed(uri) as f:
             try:
-                size = _seek(f, byterange)
+                size = _seek(f, byterange, uri)
                 if size > limit:
-                    raise FetchError(f"{path}: {size} bytes, more than the {limit} a file of its kind may have")
+                    raise FetchError(f"{uri}: {size} bytes, more than the {limit} a file of its kind may have")
                 buf = into(size) if into else bytearray(size)
                 got = f.readinto(buf)
             except OSError as exc:
-                raise FetchError(f"{path}: {exc.strerror or exc}") from None
+                raise FetchError(f"{uri}: {exc.strerror or exc}") from None
         if got != size:
-            raise FetchError(f"{path}: wanted {size} bytes{_at(byterange)}, file has {got}")
+            raise FetchError(f"{uri}: wanted {size} bytes{_at(byterange)}, file has {got}")
         return buf
 
     # -- http(s) -----------------------------------------------------------------------
@@ -381,19 +399,49 @@ def _retry_on(exc: Exception) -> Retry | None:
     return Retry(str(exc), exc.retry_after) if isinstance(exc, _Retryable) else None
 
 
-@contextmanager
-def _open_regular(path: str, name: str) -> Iterator[io.FileIO]:
-    """Open a regular file for reading; never block on a FIFO or read a device."""
+def _open_regular(path: str, name: str, *, follow: bool = True) -> io.FileIO | None:
+    """Open a regular file for reading; never block on a FIFO or read a device. With
+    ``follow=False``, None when the file is a symbolic link."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
     except OSError as exc:
+        if not follow and exc.errno == errno.ELOOP:
+            return None
         raise FetchError(f"{name}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise FetchError(f"{name}: not a regular file")
     os.set_blocking(fd, True)
-    with open(fd, "rb", buffering=0) as f:
-        yield f
+    return open(fd, "rb", buffering=0)
+
+
+class LocalPart:
+    """A local segment open for reading, with the size of what ``chunks`` will give."""
+
+    __slots__ = ("_file", "name", "byterange", "size")
+
+    def __init__(self, file: io.FileIO, name: str, byterange: ByteRange | None, size: int):
+        self._file, self.name, self.byterange, self.size = file, name, byterange, size
+
+    def chunks(self, scratch: Scratch, chunk: int = CHUNK) -> Iterator[memoryview]:
+        """The bytes in chunks, each a view of ``scratch`` valid until the next; the file is closed
+        when they end, or when the iterator is closed."""
+        with self._file as f:
+            done = 0
+            try:
+                while done < self.size:
+                    view = scratch.view(min(chunk, self.size - done))
+                    got = f.readinto(view)
+                    if got != len(view):
+                        raise FetchError(f"{self.name}: wanted {self.size} bytes{_at(self.byterange)}, "
+                                         f"file has {done + (got or 0)}")
+                    done += got
+                    yield view
+            except OSError as exc:
+                raise FetchError(f"{self.name}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _real(path: str) -> str:
@@ -422,12 +470,25 @@ def _slice(url: str, byterange: ByteRange, status: int, content_range: str | Non
     return body
 
 
-def _seek(f: io.FileIO, byterange: ByteRange | None) -> int:
+def _seek(f: io.FileIO, byterange: ByteRange | None, name: str) -> int:
     """Position ``f`` at the start of ``byterange`` and return how many bytes to read."""
+    size = _fits(name, byterange, os.fstat(f.fileno()).st_size)
+    if byterange is not None:
+        f.seek(byterange.offset)
+    return size
+
+
+def _fits(name: str, byterange: ByteRange | None, file_size: int) -> int:
+    """How many bytes ``byterange`` (or the whole file) takes of a file of ``file_size`` bytes."""
     if byterange is None:
-        return os.fstat(f.fileno()).st_size
-    f.seek(byterange.offset)
+        return file_size
+    if byterange.offset + byterange.length > file_size:
+        raise FetchError(f"{name}: wanted {byterange.length} bytes{_at(byterange)}, file has {file_size}")
     return byterange.length
+
+
+def _as_folder(path: str) -> str:
+    return path if path.endswith(os.sep) else path + os.sep
 
 
 def _at(byterange: ByteRange | None) -> str:

@@ -238,17 +238,17 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
     folder = os.path.dirname(os.path.abspath(target)) or "."
     if not os.path.isdir(folder):
         raise OutputError(f"{target}: no such folder {folder}")
-    real = os.path.realpath(target)
-    given_inputs = [given for given in inputs if given]
-    for given in given_inputs:
-        if real_path(given) == real:
-            raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
     try:
-        info = os.stat(target)
+        info: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
-        return False
+        info = None
     except OSError as exc:
         raise OutputError(f"{target}: {exc.strerror}") from None
+    given = _input_at(target, info, inputs)
+    if given:
+        raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
+    if info is None:
+        return False
     if stat.S_ISDIR(info.st_mode):
         raise OutputError(f"{target}: is a folder")
     if stat.S_ISSOCK(info.st_mode):
@@ -258,6 +258,30 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
     if not force:
         raise OutputExists(f"{target}: exists (force=True replaces it)", option="force")
     return False
+
+
+def _input_at(target: str, info: os.stat_result | None, inputs: Iterable[str]) -> str | None:
+    """The input that is the file at ``target`` (``info``, None where there is none yet), if any.
+
+    Inputs that exist are told apart by their file identity: one ``stat`` each, for the 100,000
+    segments of a long recording. An input that does not exist yet (a key cache to be made) can
+    only be the output by its path.
+    """
+    real = None
+    for given in inputs:
+        if not given:
+            continue
+        try:
+            found = os.stat(given)
+        except (OSError, ValueError):  # missing, or a name no file can have
+            real = real or os.path.realpath(target)
+            with contextlib.suppress(ValueError):
+                if real_path(given) == real:
+                    return given
+            continue
+        if info is not None and (found.st_dev, found.st_ino) == (info.st_dev, info.st_ino):
+            return given
+    return None
 
 
 def check_folder(path: str, option: str) -> None:

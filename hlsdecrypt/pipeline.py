@@ -217,10 +217,15 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
         with errors_about(part):
             if part.gap:  # EXT-X-GAP: the server has nothing there, and players never ask
                 return
-            size = fetch_or_skip(lambda: fetcher.local_size(part.uri, part.byterange), part)
-            if size is None:
+            opened = fetch_or_skip(lambda: fetcher.open_local(part.uri, part.byterange), part)
+            if opened is None:
                 return
-            yield from decrypted(part, fetcher.read_chunks(part.uri, part.byterange, cipher_scratch), size)
+            chunks = opened.chunks(cipher_scratch)
+            try:
+                yield from decrypted(part, chunks, opened.size)
+            finally:
+                chunks.close()
+                opened.close()  # when no chunk was asked for
 
     for part in parts:
         yield part, streamed(part)

@@ -44,12 +44,17 @@ def real_path(path: str) -> str:
     """``os.path.realpath``, with each folder resolved once: a recording's 100,000 segments share a
     folder, and resolving it costs a system call per path component. The file itself is resolved
     only when it is a link. Raises ValueError for a path with a NUL byte, as realpath does."""
+    candidate = resolved_folder(path)
+    return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+
+
+def resolved_folder(path: str) -> str:
+    """``path`` made absolute, its folder's links resolved (once per folder), its name as it is."""
     # absolute, but not normalised: "link/../x" means the link's parent, which only resolving tells
     folder, name = os.path.split(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
     if name in ("", os.curdir, os.pardir):
         return os.path.realpath(path)
-    candidate = os.path.join(_real_folder(folder), name)
-    return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+    return os.path.join(_real_folder(folder), name)
 
 
 @functools.lru_cache(maxsize=256)

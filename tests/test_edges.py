@@ -332,6 +332,19 @@ def test_a_segment_linked_to_a_secret_outside_the_folder_is_refused(run, fixture
     assert not (tmp_path / "out.ts").exists()
 
 
+def test_segments_and_keys_linked_within_the_folder_are_read(run, fixtures, tmp_path):
+    """Files are opened without following a link, which is quick; a link is then resolved and
+    checked, and read when it stays inside the playlist's folder."""
+    folder = fixtures / "implicit_iv"
+    (folder / "store").mkdir()
+    for name in ("seg1.ts", "key.bin"):
+        (folder / name).rename(folder / "store" / name)
+        (folder / name).symlink_to(Path("store") / name)
+    code, err = run("decrypt", folder / "index.m3u8", "-o", tmp_path / "out.ts")
+    assert code == 0, err
+    assert sha256(tmp_path / "out.ts") == sha256(CLEAR)
+
+
 @pytest.mark.parametrize("what, code", [("segment", 5), ("key", 4)])
 def test_a_fifo_as_a_segment_or_key_is_refused_without_hanging(run, fixtures, tmp_path, what, code):
     path = fixtures / ("implicit_iv/seg1.ts" if what == "segment" else "implicit_iv/key.bin")

@@ -8,7 +8,7 @@ import random
 import pytest
 from Crypto.Cipher import AES
 
-from hlsdecrypt.crypto import DataKey, decrypt_cbc, encrypt_cbc
+from hlsdecrypt.crypto import SMALL, CbcDecryptor, DataKey, decrypt_cbc, encrypt_cbc
 from hlsdecrypt.errors import DecryptError
 from hlsdecrypt.media import crc32_mpeg2, ts_sync_ratio
 from hlsdecrypt.playlist import key_id_of, parse
@@ -22,6 +22,25 @@ def test_fast_cbc_matches_pycryptodome_cbc(size):
     cipher_text = AES.new(key, AES.MODE_CBC, iv=iv).encrypt(data + bytes([16 - size % 16]) * (16 - size % 16))
     assert bytes(decrypt_cbc(cipher_text, DataKey(key), iv)) == data
     assert encrypt_cbc(data, DataKey(key), iv) == cipher_text
+
+
+@pytest.mark.parametrize("chunk", [16, SMALL - 16, SMALL, SMALL + 16, 4 * SMALL])
+def test_cbc_in_chunks_on_either_side_of_the_small_path(chunk):
+    """Chunks up to SMALL bytes are XORed as integers, larger ones by the library: each must carry
+    the last ciphertext block into the next, whichever path the next takes."""
+    rng = random.Random(chunk)
+    key, iv, data = rng.randbytes(16), rng.randbytes(16), rng.randbytes(5 * SMALL + 7)
+    cipher_text = encrypt_cbc(data, DataKey(key), iv)
+    decryptor, clear = CbcDecryptor(DataKey(key), iv, len(cipher_text)), bytearray()
+    sizes = [chunk, SMALL + 32, 48] * len(cipher_text)  # both paths, in turn
+    at = 0
+    for size in sizes:
+        piece = cipher_text[at:at + size]
+        clear += decryptor.update(memoryview(piece))
+        at += len(piece)
+        if at == len(cipher_text):
+            break
+    assert bytes(clear) == data
 
 
 def test_bad_padding_is_an_error():
