@@ -12,6 +12,7 @@ numbers stay exact, and notes under ``-v`` the ones it could not have parsed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os.path
@@ -577,7 +578,10 @@ def resolve(base: str, ref: str, line: int = 0, *, carry_query: bool = False) ->
         if "\0" in ref:
             raise ValueError("a NUL byte")
         if _PLAIN_PATH.fullmatch(ref) and not is_url(base):  # most references: quicker than urllib, same result
-            return os.path.normpath(os.path.join(os.path.dirname(base), ref.partition("?")[0]))
+            path = ref.partition("?")[0]
+            if path not in ("", ".", "..") and "/" not in path:  # a file name: beside the playlist
+                return _folder_of(base) + path
+            return os.path.normpath(os.path.join(os.path.dirname(base), path))
         if is_url(ref) or is_url(base):
             resolved = urljoin(base, ref)
             return _with_query_of(base, resolved) if carry_query and is_url(base) else resolved
@@ -589,6 +593,13 @@ def resolve(base: str, ref: str, line: int = 0, *, carry_query: bool = False) ->
         return os.path.normpath(os.path.join(os.path.dirname(base), path))
     except ValueError as exc:  # urllib refuses some malformed URLs, e.g. "http://[x"
         raise InputError(f"{base}: line {line}: bad URI {ref!r} ({exc})") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _folder_of(playlist: str) -> str:
+    """The folder of a local playlist, normalised, with the separator to put a file name after."""
+    folder = os.path.normpath(os.path.dirname(playlist))
+    return "" if folder == os.curdir else folder if folder.endswith(os.sep) else folder + os.sep
 
 
 def _with_query_of(base: str, resolved: str) -> str:

@@ -192,7 +192,7 @@ _REFERENCE = st.lists(st.sampled_from(list("ab./?&=_-~+é%#:") + ["//", "..", " 
 
 
 @settings(max_examples=500, deadline=None)
-@given(ref=_REFERENCE.map("".join), base=st.sampled_from(["rec/index.m3u8", "/abs/rec/i.m3u8", "i.m3u8"]))
+@given(ref=_REFERENCE.map("".join), base=st.sampled_from(["rec/index.m3u8", "/abs/rec/i.m3u8", "i.m3u8", "./i.m3u8", "/i.m3u8", "a/../b/i.m3u8", "../i.m3u8"]))
 def test_the_quick_path_of_resolve_agrees_with_urllib(ref, base):
     from urllib.parse import unquote, urlsplit
 
