@@ -51,10 +51,11 @@ def real_path(path: str) -> str:
 def resolved_folder(path: str) -> str:
     """``path`` made absolute, its folder's links resolved (once per folder), its name as it is."""
     # absolute, but not normalised: "link/../x" means the link's parent, which only resolving tells
-    folder, name = os.path.split(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
+    folder, _, name = (path if path.startswith(os.sep) else os.path.join(os.getcwd(), path)).rpartition(os.sep)
     if name in ("", os.curdir, os.pardir):
         return os.path.realpath(path)
-    return os.path.join(_real_folder(folder), name)
+    folder = _real_folder(folder or os.sep)
+    return folder + name if folder.endswith(os.sep) else folder + os.sep + name
 
 
 @functools.lru_cache(maxsize=256)
