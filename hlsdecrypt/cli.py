@@ -2,17 +2,16 @@
 one place errors become exit codes.
 
 Each command imports the library it needs when it runs: building the parser, which is all that
-``--version`` and ``--help`` do, imports nothing but the defaults it shows.
+``--version`` and ``--help`` do, imports nothing but the defaults it shows. The arguments are parsed
+before logging, signals and the config file are set up, so that those two end before any of that.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -25,14 +24,18 @@ from .errors import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, HlsDecryptError, KeySto
                      OutputExists, SegmentError, UsageError, VerificationFailed, plural)
 
 if TYPE_CHECKING:
+    import logging
+
     from .fetch import Fetcher
     from .keys import KeyChain
     from .live import FollowResult
     from .pipeline import DecryptResult
     from .progress import Progress
+    from .summary import RunSummary
     from .verification import Report
 
-log = logging.getLogger("hlsdecrypt")
+#: The "hlsdecrypt" logger, set by ``main`` once the arguments are parsed: --version and --help never import logging.
+log: logging.Logger
 SOURCE_HELP = "M3U8 playlist: a local path or an http(s) URL"
 EXIT_CODES = """exit codes:
   0  done             1  a bug (please report it)   2  bad command-line use
@@ -294,7 +297,6 @@ def _run_decrypt(args: argparse.Namespace) -> int:
 def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(source, output) pairs, checked before any work: no two streams may share an output."""
     from .output import check_folder
-    from .shard import Shard
 
     if args.resume and args.output == "-":
         raise UsageError("--resume needs an output file, not stdout")
@@ -326,6 +328,8 @@ def _decrypt_jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
         raise OutputError("-o -: stdout is a terminal, and the clear stream is binary: send it to a file or a "
                           "pipe (-o FILE, | PLAYER), or add --force to write it to the terminal all the same")
     if args.shard:  # after the check above, so that every machine refuses the same list
+        from .shard import Shard
+
         jobs = Shard.parse(args.shard).take(jobs)
     return jobs
 
@@ -361,9 +365,8 @@ def _decrypt(args: argparse.Namespace, source: str, output: str, keys: KeyChain,
              progress: Progress | None = None, *, batch: bool = False) -> DecryptResult:
     """One stream; with --json-summary, its outcome goes into the summary (a batch skips outputs that exist)."""
     from .pipeline import decrypt
-    from .summary import FAILED, SKIPPED, RunSummary
 
-    summary: RunSummary | None = getattr(args, "summary", None)
+    summary: RunSummary | None = getattr(args, "summary", None)  # set by _summary under --json-summary
     began = time.monotonic()
     try:
         result = decrypt(source, output, keys=keys, fetcher=fetcher, variant=args.variant,
@@ -372,6 +375,8 @@ def _decrypt(args: argparse.Namespace, source: str, output: str, keys: KeyChain,
                          progress=progress, renditions=args.audio, remux=args.remux, keep_ts=args.keep_ts)
     except (HlsDecryptError, KeyboardInterrupt) as exc:
         if summary is not None:
+            from .summary import FAILED, SKIPPED
+
             skipped = batch and isinstance(exc, OutputExists)
             code = exc.exit_code if isinstance(exc, HlsDecryptError) else EXIT_INTERRUPTED
             summary.ended(source, output, status=SKIPPED if skipped else FAILED, exit_code=code,
@@ -395,8 +400,6 @@ def _progress(args: argparse.Namespace, keys: KeyChain, *, label: str = "",
 def _summary(args: argparse.Namespace) -> Iterator[Callable[[int], int]]:
     """With --json-summary, collect each stream's outcome (in ``_decrypt``) and write the summary at the
     end, however it comes; ``finished(code)`` gives the exit code it reports."""
-    from .summary import RunSummary
-
     codes = [1]
 
     def finished(code: int) -> int:
@@ -406,6 +409,9 @@ def _summary(args: argparse.Namespace) -> Iterator[Callable[[int], int]]:
     if not args.json_summary:
         yield finished
         return
+    # imported only when a summary is asked for: it brings the verify reports' writers
+    from .summary import RunSummary
+
     args.summary = RunSummary()
     try:
         yield finished
@@ -448,6 +454,8 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
     is reported and the others go on; an output that exists already is skipped (unless
     ``--force``), so that running a batch again finishes only what is missing.
     Exit: 0, or the code of the first failure."""
+    import logging
+
     failures: list[tuple[str, int]] = []
     skipped = 0
     total = len(jobs)
@@ -482,6 +490,8 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
 
 def _follow(args: argparse.Namespace) -> int:
     """decrypt --follow: one live stream into one file; a gap exits 5 at the end unless --skip-missing."""
+    import logging
+
     from .live import follow
 
     if not args.follow:
@@ -564,6 +574,8 @@ def _run_keys(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    import logging
+
     from .html_report import write_html
     from .output import check_folder
     from .report import write_json, write_junit, write_table
@@ -693,15 +705,22 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global log
+    parser = build_parser()
+    args = parser.parse_args(argv)  # --version, --help and a mistyped option end here, having imported nothing
+    import logging
+    import signal
+
     from .config import load_config
     from .progress import LogHandler
 
-    parser = build_parser()
     try:
         config, config_error = load_config(parser), None
-    except UsageError as exc:  # said once logging is set up; --help still works
+    except UsageError as exc:  # said once logging is set up
         config, config_error = None, exc
-    args = parser.parse_args(argv)
+    if config is not None and config.path is not None:
+        args = parser.parse_args(argv)  # again, over the defaults the file set: the command line wins
+    log = logging.getLogger("hlsdecrypt")
     handler = LogHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("hlsdecrypt: %(message)s"))
     log.handlers[:] = [handler]

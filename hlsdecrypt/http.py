@@ -24,14 +24,11 @@ import importlib.util
 import logging
 import os
 import re
-import socket
-import ssl
 import threading
 import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.cookiejar import Cookie, CookieJar, MozillaCookieJar
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,8 +37,12 @@ from .errors import UsageError
 
 if TYPE_CHECKING:
     import http.client
+    from http.cookiejar import CookieJar, MozillaCookieJar
 
     import requests
+
+# socket, ssl and http.cookiejar (which brings urllib.request, http.client and email) are imported
+# where a request, a CA bundle or --cookies needs them: a run on local files never does.
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -203,6 +204,8 @@ def _shut(conn: Any) -> None:
     """Make a blocked read on ``conn`` return at once (a closed socket would not wake it)."""
     sock = getattr(conn, "sock", None)
     if sock is not None:
+        import socket
+
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -477,6 +480,8 @@ def _read_body(response: requests.Response, limit: int, guard: _Guard) -> bytear
 
 def _failure(exc: BaseException, timeout: float) -> Failure:
     """What went wrong, in words a user can act on, and whether to try again."""
+    import socket
+
     import requests
 
     causes: list[BaseException] = []
@@ -622,6 +627,8 @@ def load_cookies(path: str) -> MozillaCookieJar:
     cookies that exporters write with expiry 0, and repeats the offending line — a cookie's value —
     in its error. ``#HttpOnly_`` lines (curl, browsers) are cookies; other ``#`` lines are comments.
     """
+    from http.cookiejar import Cookie, MozillaCookieJar
+
     option = f"--cookies {path}"
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
@@ -693,6 +700,8 @@ def _shown_proxy(url: str | None) -> str | None:
 
 def _ca_bundle(path: str) -> str:
     """A PEM file of CA certificates (or a folder of them, hashed as OpenSSL wants), checked now."""
+    import ssl
+
     option = f"--ca-bundle {path}"
     if not os.path.exists(path):
         raise UsageError(f"{option}: no such file")

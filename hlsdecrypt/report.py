@@ -1,26 +1,24 @@
 """How verify reports are shown: a table on the terminal, JSON, and JUnit XML for CI systems.
 
 The writers take one report or a list of them (several streams in one CI job), and write to a
-path, to ``-`` for stdout, or to an open file (binary, or text). The HTML page is ``html_report``.
+path, to ``-`` for stdout, or to an open file (binary, or text): a ``target``. The HTML page is
+``html_report``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import os
-import sys
-import xml.etree.ElementTree as ET
-from contextlib import contextmanager
-from typing import BinaryIO, Callable, Iterator, Sequence, TextIO, Union
+from typing import TYPE_CHECKING, Sequence, TextIO
 
-from .errors import UsageError, plural
+from .errors import plural
+from .target import Target, write_output, write_rendered
 from .uris import stream_name
 from .verification import FAIL, PASS, SKIP, WARN, Report
 
-#: Where a report goes: a path, "-" for stdout, or an open binary or text file.
-Target = Union[str, "os.PathLike[str]", BinaryIO, TextIO]
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
+
 STREAMS_SCHEMA = "hlsdecrypt.verify-streams/1"
 
 
@@ -66,6 +64,8 @@ def write_junit(reports: Report | Sequence[Report], target: Target) -> None:
     """One ``<testsuite>`` per stream, named after it, and one test case per check whose class
     name carries the stream (``hlsdecrypt.verify.<stream>``), so that streams do not collide.
     Failures are ``<failure>``, skips ``<skipped>``, passes and warnings say so in ``<system-out>``."""
+    import xml.etree.ElementTree as ET  # here: a verify that writes no JUnit does not pay for it
+
     listed = [reports] if isinstance(reports, Report) else list(reports)
     root = ET.Element("testsuites", name="hlsdecrypt verify")
     for report, name in zip(listed, report_names(listed)):
@@ -76,6 +76,8 @@ def write_junit(reports: Report | Sequence[Report], target: Target) -> None:
 
 
 def _suite(report: Report, name: str) -> ET.Element:
+    import xml.etree.ElementTree as ET
+
     suite = ET.Element("testsuite", name=name, tests=str(len(report.checks)),
                        failures=str(sum(c.status == FAIL for c in report.checks)), errors="0",
                        skipped=str(sum(c.status == SKIP for c in report.checks)))
@@ -107,41 +109,3 @@ def report_names(reports: Sequence[Report]) -> list[str]:
             name = f"{base}-{n}"
         names.append(name)
     return names
-
-
-def write_output(target: Target, data: bytes) -> None:
-    """Write a whole rendered report to a path, ``-`` (stdout) or an open file."""
-    write_rendered(target, lambda out: out.write(data.decode("utf-8")))
-
-
-def write_rendered(target: Target, render: Callable[[TextIO], object]) -> None:
-    """Let ``render`` write a report, as UTF-8 text, to a path, ``-`` (stdout) or an open file."""
-    if isinstance(target, str) and target == "-":
-        sys.stdout.flush()
-        if hasattr(sys.stdout, "buffer"):  # UTF-8, whatever the locale's encoding
-            with _utf8(sys.stdout.buffer) as out:
-                render(out)
-        else:
-            render(sys.stdout)
-    elif isinstance(target, (str, os.PathLike)):
-        try:
-            with open(target, "w", encoding="utf-8") as f:
-                render(f)
-        except OSError as exc:
-            raise UsageError(f"cannot write the report to {os.fspath(target)}: {exc.strerror}") from None
-    elif isinstance(target, io.TextIOBase):
-        render(target)
-    else:
-        with _utf8(target) as out:
-            render(out)
-
-
-@contextmanager
-def _utf8(binary: BinaryIO) -> Iterator[TextIO]:
-    """A text view of a binary file that is flushed, then let go of without closing the file."""
-    out = io.TextIOWrapper(binary, encoding="utf-8", newline="")
-    try:
-        yield out
-    finally:
-        out.flush()
-        out.detach()

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .keys import KeyChain
 from .pipeline import DecryptResult
-from .report import Target, write_output
+from .target import Target, write_output
 
 SCHEMA = "hlsdecrypt.decrypt-summary/1"
 OK, INCOMPLETE, FAILED, SKIPPED = "ok", "incomplete", "failed", "skipped"

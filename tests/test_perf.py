@@ -27,15 +27,18 @@ ROOT = Path(__file__).resolve().parent.parent
 LIVE = FIXTURES / "live_rotation"
 HEAVY = ("m3u8", "Crypto", "requests", "urllib3")
 
-# Runs a command in a fresh interpreter (imports are per process), then reports what it imported.
+# Runs a command in a fresh interpreter (imports are per process), then reports what it imported:
+# the modules the interpreter had before (what site and .pth files load) are not the command's.
 _IMPORTS_OF = """
-import json, sys
+import sys
+before = set(sys.modules)
+import json
 from hlsdecrypt.cli import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as done:  # --version and --help end this way
     code = done.code
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+print(json.dumps({"code": code, "modules": sorted(set(sys.modules) - before)}))
 """
 
 
@@ -62,6 +65,9 @@ def test_version_and_help_import_no_library_and_no_command(tmp_path, option):
     assert [p for p in HEAVY if loaded(modules, p)] == []
     commands = ("pipeline", "fetch", "keys", "verify", "inventory", "encrypt", "http", "playlist", "crypto")
     assert [m for m in commands if f"hlsdecrypt.{m}" in modules] == []
+    # the arguments are parsed before logging, signals and the config file are set up, and these two end there
+    setup = ("logging", "signal", "dataclasses", "inspect", "hlsdecrypt.config", "hlsdecrypt.progress")
+    assert [m for m in setup if m in modules] == []
 
 
 def test_the_defaults_the_help_shows_are_the_librarys():
@@ -77,6 +83,21 @@ def test_a_local_decrypt_imports_no_http_library(tmp_path):
     assert code == 0 and sha256(out) == sha256(LIVE / "clear.ts")
     assert not loaded(modules, "requests") and not loaded(modules, "urllib3")
     assert loaded(modules, "m3u8") and loaded(modules, "Crypto")  # so the check above ran where they are needed
+    # what only requests, --cookies, a summary or verify need (ssl is not listed: the m3u8 package imports it)
+    unneeded = ("http.cookiejar", "xml.etree", "hlsdecrypt.summary", "hlsdecrypt.report", "hlsdecrypt.verification",
+                "hlsdecrypt.live", "hlsdecrypt.api", "hlsdecrypt.shard")
+    assert [m for m in unneeded if loaded(modules, m)] == []
+
+
+def test_a_json_summary_imports_the_summary_but_not_the_verifier(tmp_path):
+    out, summary = tmp_path / "clear.ts", tmp_path / "summary.json"
+    code, modules, _ = imports_of("decrypt", LIVE / "index.m3u8", "--keys", LIVE / "keys.json", "-o", out,
+                                  "--json-summary", summary, tmp_path=tmp_path)
+    assert code == 0 and sha256(out) == sha256(LIVE / "clear.ts")
+    assert json.loads(summary.read_text())["streams"][0]["status"] == "ok"
+    assert "hlsdecrypt.summary" in modules
+    unneeded = ("xml.etree", "hlsdecrypt.report", "hlsdecrypt.verification", "hlsdecrypt.live", "hlsdecrypt.api")
+    assert [m for m in unneeded if loaded(modules, m)] == []
 
 
 # -- a long recording, built as the benchmark builds it ----------------------------------
