@@ -15,7 +15,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Generator, Iterator
 
 from . import stop
 from .crypto import Buffer
@@ -412,7 +412,7 @@ class LocalPart:
             os.close(fd)
             raise
 
-    def chunks(self, scratch: Scratch, chunk: int = CHUNK) -> Iterator[memoryview]:
+    def chunks(self, scratch: Scratch, chunk: int = CHUNK) -> Generator[memoryview, None, None]:
         """The bytes in chunks, each a view of ``scratch`` valid until the next; the file is closed
         when they end, or when the iterator is closed."""
         try:
