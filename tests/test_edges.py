@@ -85,6 +85,16 @@ def test_an_output_that_names_an_input_is_refused_and_the_input_kept(run, fixtur
     assert victim.read_bytes() == before
 
 
+def test_an_output_named_like_a_key_cache_still_to_be_made_is_refused(run, fixtures, tmp_path):
+    """Existing inputs are told apart by file identity; the key cache may not exist yet, and is
+    then compared by its path, through a link to the output's folder too."""
+    (tmp_path / "via").symlink_to(tmp_path)
+    code, err = run("decrypt", IMPLICIT, "-o", tmp_path / "out.ts", "--key-cache", tmp_path / "via/out.ts")
+    assert code == 7, err
+    assert "is an input of this run" in err
+    assert not (tmp_path / "out.ts").exists()
+
+
 def test_two_sources_that_would_share_an_output_name_are_refused_before_any_work(run, fixtures, tmp_path):
     for side in ("a", "b"):
         (fixtures / side).mkdir()
