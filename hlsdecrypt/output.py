@@ -12,6 +12,7 @@ cost more than the decryption. A run killed outright redoes at most that much wo
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -375,18 +376,40 @@ class BackgroundWriter:
         self._batch = bytearray()  # small chunks not handed over yet
         self._calls: list[Callable[[], None]] = []  # to run once the bytes queued before them are written
         self._handed = 0.0  # monotonic time of the last hand-over
+        # A short chunk is copied into the batch and takes no place in the queue, so the queue alone
+        # no longer bounds how many writes a caller makes while a chunk it handed over is still being
+        # written: each such chunk is kept here (its write's number, its item's) until that is known done.
+        self._depth, self._writes, self._items, self._finished = depth, 0, 0, 0
+        self._held: collections.deque[tuple[int, int]] = collections.deque()
+        self._progress = threading.Condition()
+        self._waiting = False
         self._thread = threading.Thread(target=self._run, name="hlsdecrypt-writer", daemon=True)
         self._thread.start()
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         if self._error:
             raise self._error
+        self._writes += 1
         if len(chunk) >= self._batch_size:
             self._hand_over(chunk)
+            self._held.append((self._writes, self._items))
+        else:
+            self._batch += chunk
+            if len(self._batch) >= self._batch_size or time.monotonic() - self._handed >= self._linger:
+                self._hand_over(None)
+        # the caller reuses a chunk's buffer depth + 1 writes later (see the class docstring)
+        while self._held and self._held[0][0] <= self._writes - self._depth - 1:
+            self._wait_written(self._held.popleft()[1])
+
+    def _wait_written(self, item: int) -> None:
+        """Until the writer thread is done with the ``item``-th item handed over."""
+        if self._finished >= item:
             return
-        self._batch += chunk
-        if len(self._batch) >= self._batch_size or time.monotonic() - self._handed >= self._linger:
-            self._hand_over(None)
+        with self._progress:
+            self._waiting = True
+            while self._finished < item and self._thread.is_alive():
+                self._progress.wait()
+            self._waiting = False
 
     def call(self, fn: Callable[[], None]) -> None:
         if self._error:
@@ -415,6 +438,7 @@ class BackgroundWriter:
         item = (self._batch, chunk, self._calls)
         self._batch, self._calls = bytearray(), []
         self._queue.put(item)
+        self._items += 1
         self._handed = time.monotonic()
 
     def _run(self) -> None:
@@ -430,3 +454,11 @@ class BackgroundWriter:
                         fn()
                 except BaseException as exc:  # handed to the caller's thread
                     self._error = exc
+            self._item_done()
+        self._item_done()  # the thread ends: no one waits on it any more
+
+    def _item_done(self) -> None:
+        with self._progress:
+            self._finished += 1
+            if self._waiting:
+                self._progress.notify()

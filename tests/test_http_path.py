@@ -351,3 +351,46 @@ def test_a_failed_segment_ends_the_run_while_later_fetches_wait_for_buffers(run,
     assert not worker.is_alive(), "the run hung on fetches waiting for buffers"
     code, err = outcome[0]
     assert code == 5 and "segment 9 (line 11)" in err and "HTTP 404" in err
+
+
+def test_the_writer_is_done_with_a_chunk_before_its_buffer_comes_round_again_though_short_ones_were_batched():
+    """A part's short last chunk is copied into a batch and takes no place in the writer's queue: the
+    caller's reused buffers (``depth + 2`` of them, in turn) must still never be refilled while the
+    writer thread is writing one. Here the first write is held until the caller has either gone
+    round its buffers or waits for the writer; every byte must come out as it was handed over."""
+    from hlsdecrypt.fetch import Scratch
+    from hlsdecrypt.output import BackgroundWriter
+
+    release, went_round = threading.Event(), threading.Event()
+    written = bytearray()
+
+    class HeldFile:
+        def write(self, data) -> None:
+            release.wait()
+            written.extend(data)  # what the buffer holds now, as a system call would copy it
+
+    depth, batch = 4, 100
+    writer = BackgroundWriter(HeldFile(), depth, batch=batch, linger=3600)  # type: ignore[arg-type]
+    scratch = Scratch(depth + 2)
+    sizes = [batch, 10, batch, batch, batch, batch, batch, batch]  # the 7th comes round to the 1st's buffer
+    expected = bytearray()
+
+    def caller() -> None:
+        for n, size in enumerate(sizes):
+            if n == depth + 2:
+                went_round.set()
+            view = scratch.view(size)
+            view[:] = bytes([n + 1]) * size
+            expected.extend(view)
+            writer.write(view)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    for _ in range(10_000):  # until the caller has gone round, or waits for the writer (with the fix)
+        if went_round.is_set() or getattr(writer, "_waiting", False) or not thread.is_alive():
+            break
+        threading.Event().wait(0.001)
+    release.set()
+    thread.join()
+    writer.close()
+    assert bytes(written) == bytes(expected)
