@@ -454,8 +454,6 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
     is reported and the others go on; an output that exists already is skipped (unless
     ``--force``), so that running a batch again finishes only what is missing.
     Exit: 0, or the code of the first failure."""
-    import logging
-
     failures: list[tuple[str, int]] = []
     skipped = 0
     total = len(jobs)
@@ -482,7 +480,7 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
         log.info("[%d/%d] ok %s -> %s (%s, %s)", n, total, source, result.output,
                  plural(result.written_segments, "segment"), _megabytes(result.bytes_written))
     done = total - len(failures) - skipped
-    log.log(logging.ERROR if failures else logging.INFO, "%d of %s decrypted%s%s", done, plural(total, "stream"),
+    (log.error if failures else log.info)("%d of %s decrypted%s%s", done, plural(total, "stream"),
             f", {skipped} skipped (output exists)" if skipped else "",
             f"; failed: {', '.join(s for s, _ in failures)}" if failures else "")
     return failures[0][1] if failures else 0
@@ -490,8 +488,6 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
 
 def _follow(args: argparse.Namespace) -> int:
     """decrypt --follow: one live stream into one file; a gap exits 5 at the end unless --skip-missing."""
-    import logging
-
     from .live import follow
 
     if not args.follow:
@@ -508,10 +504,10 @@ def _follow(args: argparse.Namespace) -> int:
                         inputs=_inputs(args))
     log.info("%s", _followed(result))
     if result.gaps:
-        log.log(logging.WARNING if args.skip_missing else logging.ERROR, "%s missing from %s:",
+        (log.warning if args.skip_missing else log.error)("%s missing from %s:",
                 plural(result.missing, "segment"), result.output)
         for gap in result.gaps:
-            log.log(logging.WARNING if args.skip_missing else logging.ERROR, "  %s", gap)
+            (log.warning if args.skip_missing else log.error)("  %s", gap)
         return 0 if args.skip_missing else SegmentError.exit_code
     return 0
 
@@ -574,8 +570,6 @@ def _run_keys(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    import logging
-
     from .html_report import write_html
     from .output import check_folder
     from .report import write_json, write_junit, write_table
@@ -616,7 +610,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     failed = [f"{r.source} ({r.label})" if r.label else r.source for r in done if r.failed]
     if several:
         what = plural(len(done) + len(errors), "media playlist" if len(sources) == 1 else "report")
-        log.log(logging.ERROR if failed or errors else logging.INFO, "%s: %d passed, %d failed%s",
+        (log.error if failed or errors else log.info)("%s: %d passed, %d failed%s",
                 what, len(done) - len(failed), len(failed) + len(errors),
                 f" ({', '.join(failed + [s for s, _ in errors])})" if failed or errors else "")
     if failed:
