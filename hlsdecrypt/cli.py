@@ -634,14 +634,14 @@ def _verify_one(args: argparse.Namespace, source: str, keys: KeyChain, fetcher: 
         log.info("%s: %s (%s, %s)", source, report.follow["stopped"], plural(report.follow["reloads"], "reload"),
                  format_seconds(report.follow["watched"]))
         return [report]
-    expectation = {"expect_rotation": None if seconds else rotation,
-                   "expect_rotation_seconds": float(rotation) if seconds else None}
+    count = None if seconds else rotation
+    period = float(rotation) if seconds else None
     if args.variant or args.reference:
         return [verify(source, keys=keys, fetcher=fetcher, variant=args.variant or "best",
                        key_id_param=args.key_id_param, reference=args.reference, strict=args.strict, jobs=args.jobs,
-                       **expectation)]
+                       expect_rotation=count, expect_rotation_seconds=period)]
     return verify_all(source, keys=keys, fetcher=fetcher, key_id_param=args.key_id_param, strict=args.strict,
-                      jobs=args.jobs, **expectation)
+                      jobs=args.jobs, expect_rotation=count, expect_rotation_seconds=period)
 
 
 def _verify_sources(args: argparse.Namespace) -> list[str]:

@@ -155,7 +155,7 @@ def _read(path: str) -> dict[str, Any]:
         import tomllib
     except ImportError:  # Python 3.10: the same parser, by its older name
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib  # type: ignore[no-redef,import-not-found]
         except ImportError:
             raise UsageError(f"{path}: reading a config file needs Python 3.11, or the tomli package "
                              f"(pip install tomli); or set {CONFIG_ENV}= to read none") from None

@@ -165,6 +165,7 @@ def _timeline(report: Report) -> str:
                        f'height="{MARK_HEIGHT + 14}" fill="#222"><title>key rotation: {escape(part.key or "")} '
                        f'from {escape(part.label)}</title></rect>')
         if n in labelled:
+            assert part.key_index is not None  # runs are of parts under a key
             svg.append(f'<text class="key-label" x="{x + 1}" y="{y - 3}">K{part.key_index + 1}</text>')
     for run in runs:
         svg += _bracket(run, report.expect_rotation, columns, place, cell - gap)

@@ -19,6 +19,7 @@ import os.path
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
 
 from .errors import InputError, UnsupportedEncryption
@@ -203,7 +204,7 @@ class _LineStamper:
 
     def _key_in_force(self, line: str, lineno: int) -> dict:
         """Each tag applies until the next one of its KEYFORMAT; METHOD=NONE ends them all."""
-        key = _attributes(line.partition(":")[2])
+        key: dict = _attributes(line.partition(":")[2])  # the library's shape: it gets "_line" too
         key["_line"] = lineno
         if (key.get("method") or "").upper() == "NONE":
             self._keys.clear()
@@ -246,7 +247,7 @@ def parse(text: str, uri: str, *, key_id_param: str | None = None,
         raise InputError(f"{uri}: empty, not an M3U8 playlist")
     if not lines[first - 1].strip().startswith("#EXTM3U"):  # blank lines before it are common: allowed
         raise InputError(f"{uri}: line {first}: not an M3U8 playlist (no #EXTM3U)")
-    import m3u8  # here, not at the top: importing it costs more than parsing a short playlist
+    import m3u8  # type: ignore[import-untyped]  # here, not at the top: importing it costs more than parsing
 
     stamper = _LineStamper()
     try:
@@ -269,7 +270,7 @@ _NEEDED_TAGS = frozenset({
     "#EXT-X-DISCONTINUITY", "#EXT-X-GAP", "#EXT-X-ENDLIST", "#EXT-X-STREAM-INF", "#EXT-X-MEDIA",
 })
 #: The EXT-X-STREAM-INF attributes the library converts to numbers, as it converts them.
-_STREAM_INF_NUMBERS = {"PROGRAM-ID": int, "BANDWIDTH": lambda v: int(float(v)), "AVERAGE-BANDWIDTH": int,
+_STREAM_INF_NUMBERS: dict[str, Callable[[str], object]] = {"PROGRAM-ID": int, "BANDWIDTH": lambda v: int(float(v)), "AVERAGE-BANDWIDTH": int,
                        "FRAME-RATE": float}
 _LEADING_NUMBER = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))")
 

@@ -71,7 +71,7 @@ def write_junit(reports: Report | Sequence[Report], target: Target) -> None:
     for report, name in zip(listed, report_names(listed)):
         root.append(_suite(report, name))
     for count in ("tests", "failures", "errors", "skipped"):
-        root.set(count, str(sum(int(suite.get(count)) for suite in root)))
+        root.set(count, str(sum(int(suite.get(count) or 0) for suite in root)))
     write_output(target, ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
 
 

@@ -41,7 +41,7 @@ def write_rendered(target: Target, render: Callable[[TextIO], object]) -> None:
     elif isinstance(target, io.TextIOBase):
         render(target)
     else:
-        with _utf8(target) as out:
+        with _utf8(target) as out:  # type: ignore[arg-type]  # not text, so binary
             render(out)
 
 
