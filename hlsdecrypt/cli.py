@@ -480,9 +480,10 @@ def _decrypt_batch(args: argparse.Namespace, jobs: list[tuple[str, str]], keys: 
         log.info("[%d/%d] ok %s -> %s (%s, %s)", n, total, source, result.output,
                  plural(result.written_segments, "segment"), _megabytes(result.bytes_written))
     done = total - len(failures) - skipped
-    (log.error if failures else log.info)("%d of %s decrypted%s%s", done, plural(total, "stream"),
-            f", {skipped} skipped (output exists)" if skipped else "",
-            f"; failed: {', '.join(s for s, _ in failures)}" if failures else "")
+    say = log.error if failures else log.info
+    say("%d of %s decrypted%s%s", done, plural(total, "stream"),
+        f", {skipped} skipped (output exists)" if skipped else "",
+        f"; failed: {', '.join(s for s, _ in failures)}" if failures else "")
     return failures[0][1] if failures else 0
 
 
@@ -504,10 +505,10 @@ def _follow(args: argparse.Namespace) -> int:
                         inputs=_inputs(args))
     log.info("%s", _followed(result))
     if result.gaps:
-        (log.warning if args.skip_missing else log.error)("%s missing from %s:",
-                plural(result.missing, "segment"), result.output)
+        say = log.warning if args.skip_missing else log.error
+        say("%s missing from %s:", plural(result.missing, "segment"), result.output)
         for gap in result.gaps:
-            (log.warning if args.skip_missing else log.error)("  %s", gap)
+            say("  %s", gap)
         return 0 if args.skip_missing else SegmentError.exit_code
     return 0
 
@@ -610,9 +611,9 @@ def _run_verify(args: argparse.Namespace) -> int:
     failed = [f"{r.source} ({r.label})" if r.label else r.source for r in done if r.failed]
     if several:
         what = plural(len(done) + len(errors), "media playlist" if len(sources) == 1 else "report")
-        (log.error if failed or errors else log.info)("%s: %d passed, %d failed%s",
-                what, len(done) - len(failed), len(failed) + len(errors),
-                f" ({', '.join(failed + [s for s, _ in errors])})" if failed or errors else "")
+        say = log.error if failed or errors else log.info
+        say("%s: %d passed, %d failed%s", what, len(done) - len(failed), len(failed) + len(errors),
+            f" ({', '.join(failed + [s for s, _ in errors])})" if failed or errors else "")
     if failed:
         return VerificationFailed.exit_code
     return errors[0][1].exit_code if errors else 0
@@ -700,6 +701,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     global log
+    argv = None if argv is None else list(argv)  # parsed twice when a config file sets defaults
     parser = build_parser()
     args = parser.parse_args(argv)  # --version, --help and a mistyped option end here, having imported nothing
     import logging

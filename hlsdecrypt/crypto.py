@@ -90,7 +90,8 @@ class CbcDecryptor:
         self._left = size
 
     def update(self, cipher_text: Buffer, out: memoryview | None = None) -> memoryview:
-        """The clear bytes of the next chunk (into ``out`` when given, as long as the chunk)."""
+        """The clear bytes of the next chunk (into ``out`` when given, as long as the chunk, and apart
+        from it: the ciphertext's last block is needed once the chunk is decrypted)."""
         cipher_text = memoryview(cipher_text)
         size = len(cipher_text)
         if size % BLOCK or size > self._left:
@@ -103,6 +104,7 @@ class CbcDecryptor:
             data = bytes(cipher_text)
             shifted = int.from_bytes(self._previous + data[:-BLOCK], "big")
             out[:] = (int.from_bytes(self._ecb.decrypt(data), "big") ^ shifted).to_bytes(size, "big")
+            last = data[-BLOCK:]
         else:
             self._ecb.decrypt(cipher_text, output=out)
             first = int.from_bytes(out[:BLOCK], "big") ^ int.from_bytes(self._previous, "big")
@@ -111,9 +113,10 @@ class CbcDecryptor:
 
             # pycryptodome's stubs say bytes, but strxor takes any buffer: views avoid copies
             strxor(out[BLOCK:], cipher_text[:-BLOCK], output=out[BLOCK:])  # type: ignore[arg-type]
+            last = bytes(cipher_text[-BLOCK:])
         self._left -= size
         if self._left:
-            self._previous = bytes(cipher_text[-BLOCK:])
+            self._previous = last
             return out
         pad_len = out[-1]
         if not 1 <= pad_len <= BLOCK or out[-pad_len:] != bytes([pad_len]) * pad_len:

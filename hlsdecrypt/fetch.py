@@ -7,6 +7,7 @@ only http(s) URLs, a local one only files under its own folder (unless allowed o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -15,7 +16,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Generator, Iterator
+from typing import Generator
 
 from . import stop
 from .crypto import Buffer
@@ -23,7 +24,7 @@ from .errors import FetchError, InputError, UsageError, plural
 from .http import Failure, HttpClient, Into, RequestOptions
 from .playlist import MAX_PART, ByteRange
 from .retry import Backoff, Retry, retry_after_seconds
-from .uris import is_url, real_path, resolved_folder, scheme_of
+from .uris import as_folder, is_url, real_path, resolved_folder, scheme_of
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -280,44 +281,46 @@ class Fetcher:
         if "\0" in uri:
             raise InputError(f"{uri!r}: a path with a NUL byte")
 
-    def _inside(self, real: str) -> bool:
-        """Whether a real path is one the playlist may make us read. Both paths are real, so
-        "inside" is a matter of prefix (``commonpath`` would cost more than the read)."""
+    def _inside(self, path: str) -> bool:
+        """Whether ``path``, its folders resolved, is where the playlist may make us read. Its last
+        part may still be a link: callers then do not follow it. "Inside" is a matter of prefix
+        (``commonpath`` would cost more than the read)."""
         root = self._root
-        return not root or self.allow_any_path or real == root or real.startswith(_as_folder(root))
+        return not root or self.allow_any_path or path == root or path.startswith(as_folder(root))
 
-    def open_local(self, uri: str, byterange: ByteRange | None = None) -> LocalPart:
+    def open_local(self, uri: str, byterange: ByteRange | None = None) -> LocalFile:
         """A local file (or its byte range), open and sized before any byte is read (a part's
         decryption must know where the message ends), if the playlist may make us read it (see
-        ``_allowed_path``). Close it, or read all its ``chunks``.
+        ``_allowed_path``). Use it as a context manager, or read all its ``chunks``.
 
-        The file itself is opened without following a link: when it is not one, which is nearly
-        always, that spares a system call per segment; when it is, its real path is checked first.
+        The file is opened in its folder's resolved path without following a link: when it is not
+        one, which is nearly always, that spares resolving it; when it is, its real path is resolved
+        and checked, and that is opened, again without following a link (one swapped in meanwhile).
         """
         self._check_local(uri)
-        try:
-            path = resolved_folder(uri)
-        except ValueError:
-            raise InputError(f"{uri!r}: a path with a NUL byte") from None
+        path = resolved_folder(uri)
         if self._inside(path):
-            opened = LocalPart.open(path, uri, byterange, follow=False)
-            if opened is not None:
-                return opened
-        opened = LocalPart.open(self._allowed_path(uri), uri, byterange)
-        assert opened is not None  # following links, it is a file or an error
-        return opened
-
-    def local_size(self, path: str, byterange: ByteRange | None) -> int:
-        """How many bytes ``open_local`` will give: what a progress display expects, from one
-        ``stat``. The read that follows checks what the playlist may make us read."""
-        self._check_local(path)
+            with contextlib.suppress(_IsALink):
+                return LocalFile.open(path, uri, byterange)
         try:
-            info = os.stat(path)
-        except (OSError, ValueError) as exc:
-            raise FetchError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+            return LocalFile.open(self._allowed_path(uri), uri, byterange)
+        except _IsALink:
+            raise FetchError(f"{uri}: changed while it was being opened") from None
+
+    def local_size(self, uri: str) -> int:
+        """How many bytes ``open_local`` will give for the whole file, from one ``lstat``: what a
+        progress display expects. A link, or a file the playlist may not make us read, is an error."""
+        self._check_local(uri)
+        path = resolved_folder(uri)
+        if not self._inside(path):
+            raise FetchError(f"{uri}: outside the playlist's folder")
+        try:
+            info = os.lstat(path)
+        except OSError as exc:
+            raise FetchError(f"{uri}: {exc.strerror or exc}") from None
         if not stat.S_ISREG(info.st_mode):
-            raise FetchError(f"{path}: not a regular file")
-        return _fits(path, byterange, info.st_size)
+            raise FetchError(f"{uri}: not a regular file")
+        return info.st_size
 
     def _read_file(self, uri: str, byterange: ByteRange | None, limit: int, into: Into | None = None) -> Buffer:
         with self.open_local(uri, byterange) as opened:
@@ -380,7 +383,11 @@ def _retry_on(exc: Exception) -> Retry | None:
     return Retry(str(exc), exc.retry_after) if isinstance(exc, _Retryable) else None
 
 
-class LocalPart:
+class _IsALink(Exception):
+    """The file opened without following links is a symbolic link."""
+
+
+class LocalFile:
     """A local file open for reading, with the size of what it gives: the whole file, or a byte range.
 
     Read with ``pread`` on the descriptor: no file object, no seek, no second ``fstat``; a
@@ -394,14 +401,14 @@ class LocalPart:
         self._offset = byterange.offset if byterange else 0
 
     @classmethod
-    def open(cls, path: str, name: str, byterange: ByteRange | None, *, follow: bool = True) -> LocalPart | None:
-        """Open a regular file, never blocking on a FIFO nor reading a device. With ``follow=False``,
-        None when the file is a symbolic link."""
-        try:  # O_NONBLOCK: opening a FIFO does not wait for a writer (it means nothing to a file's reads)
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
+    def open(cls, path: str, name: str, byterange: ByteRange | None) -> LocalFile:
+        """Open a regular file, never blocking on a FIFO nor reading a device, nor following a link
+        (``_IsALink``). ``name`` is how messages call it."""
+        try:  # O_NONBLOCK: opening a FIFO does not wait for a writer (on local file systems, reads ignore it)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError as exc:
-            if not follow and exc.errno == errno.ELOOP:
-                return None
+            if exc.errno in _LINK_ERRORS:
+                raise _IsALink(path) from None
             raise FetchError(f"{name}: {exc.strerror or exc}") from None
         try:
             info = os.fstat(fd)
@@ -414,7 +421,7 @@ class LocalPart:
 
     def chunks(self, scratch: Scratch, chunk: int = CHUNK) -> Generator[memoryview, None, None]:
         """The bytes in chunks, each a view of ``scratch`` valid until the next; the file is closed
-        when they end, or when the iterator is closed."""
+        when they end, or when the iterator is closed once started (else close the file itself)."""
         try:
             done = 0
             while done < self.size:
@@ -443,7 +450,7 @@ class LocalPart:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> LocalPart:
+    def __enter__(self) -> LocalFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -485,8 +492,8 @@ def _fits(name: str, byterange: ByteRange | None, file_size: int) -> int:
     return byterange.length
 
 
-def _as_folder(path: str) -> str:
-    return path if path.endswith(os.sep) else path + os.sep
+#: What opening a symbolic link with O_NOFOLLOW fails with: ELOOP on Linux and macOS, EMLINK on FreeBSD.
+_LINK_ERRORS = (errno.ELOOP, errno.EMLINK)
 
 
 def _at(byterange: ByteRange | None) -> str:

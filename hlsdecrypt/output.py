@@ -407,9 +407,12 @@ class BackgroundWriter:
             return
         with self._progress:
             self._waiting = True
-            while self._finished < item and self._thread.is_alive():
-                self._progress.wait()
-            self._waiting = False
+            try:
+                while self._finished < item and self._thread.is_alive():
+                    self._progress.wait(0.1)  # the timeout lets a stop through (a player paused on a pipe)
+                    stop.check()
+            finally:
+                self._waiting = False
 
     def call(self, fn: Callable[[], None]) -> None:
         if self._error:

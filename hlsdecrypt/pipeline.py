@@ -220,12 +220,8 @@ def clear_parts(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, *, st
             opened = fetch_or_skip(lambda: fetcher.open_local(part.uri, part.byterange), part)
             if opened is None:
                 return
-            chunks = opened.chunks(cipher_scratch)
-            try:
-                yield from decrypted(part, chunks, opened.size)
-            finally:
-                chunks.close()
-                opened.close()  # when no chunk was asked for
+            with opened:  # closed however the part ends, read or not
+                yield from decrypted(part, opened.chunks(cipher_scratch), opened.size)
 
     for part in parts:
         yield part, streamed(part)
@@ -506,7 +502,7 @@ def expected_sizes(parts: Sequence[Part], fetcher: Fetcher) -> list[int | None]:
             sizes.append(None)
         else:
             try:
-                sizes.append(fetcher.local_size(part.uri, None))
+                sizes.append(fetcher.local_size(part.uri))
             except HlsDecryptError:  # the part's own fetch will say what is wrong with it
                 sizes.append(None)
     return sizes

@@ -23,7 +23,7 @@ from typing import Callable
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
 
 from .errors import InputError, UnsupportedEncryption
-from .uris import is_url, scheme_of
+from .uris import as_folder, is_url, scheme_of
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -270,8 +270,9 @@ _NEEDED_TAGS = frozenset({
     "#EXT-X-DISCONTINUITY", "#EXT-X-GAP", "#EXT-X-ENDLIST", "#EXT-X-STREAM-INF", "#EXT-X-MEDIA",
 })
 #: The EXT-X-STREAM-INF attributes the library converts to numbers, as it converts them.
-_STREAM_INF_NUMBERS: dict[str, Callable[[str], object]] = {"PROGRAM-ID": int, "BANDWIDTH": lambda v: int(float(v)), "AVERAGE-BANDWIDTH": int,
-                       "FRAME-RATE": float}
+_STREAM_INF_NUMBERS: dict[str, Callable[[str], object]] = {
+    "PROGRAM-ID": int, "BANDWIDTH": lambda v: int(float(v)), "AVERAGE-BANDWIDTH": int, "FRAME-RATE": float,
+}
 _LEADING_NUMBER = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))")
 
 
@@ -600,7 +601,7 @@ def resolve(base: str, ref: str, line: int = 0, *, carry_query: bool = False) ->
 def _folder_of(playlist: str) -> str:
     """The folder of a local playlist, normalised, with the separator to put a file name after."""
     folder = os.path.normpath(os.path.dirname(playlist))
-    return "" if folder == os.curdir else folder if folder.endswith(os.sep) else folder + os.sep
+    return "" if folder == os.curdir else as_folder(folder)
 
 
 def _with_query_of(base: str, resolved: str) -> str:

@@ -49,13 +49,18 @@ def real_path(path: str) -> str:
 
 
 def resolved_folder(path: str) -> str:
-    """``path`` made absolute, its folder's links resolved (once per folder), its name as it is."""
+    """``path`` made absolute, its folder's links resolved (once per folder), its name as it is;
+    a name that is no file's (``""``, ``.``, ``..``) is resolved too."""
     # absolute, but not normalised: "link/../x" means the link's parent, which only resolving tells
     folder, _, name = (path if path.startswith(os.sep) else os.path.join(os.getcwd(), path)).rpartition(os.sep)
     if name in ("", os.curdir, os.pardir):
         return os.path.realpath(path)
-    folder = _real_folder(folder or os.sep)
-    return folder + name if folder.endswith(os.sep) else folder + os.sep + name
+    return as_folder(_real_folder(folder or os.sep)) + name
+
+
+def as_folder(path: str) -> str:
+    """``path`` with a separator at its end, for a file name to follow."""
+    return path if path.endswith(os.sep) else path + os.sep
 
 
 @functools.lru_cache(maxsize=256)

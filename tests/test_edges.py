@@ -342,6 +342,65 @@ def test_a_segment_linked_to_a_secret_outside_the_folder_is_refused(run, fixture
     assert not (tmp_path / "out.ts").exists()
 
 
+@pytest.mark.parametrize("how", ["segment folder", "key file"])
+def test_a_folder_or_key_linked_outside_is_refused_by_the_quick_path_too(run, fixtures, tmp_path, how):
+    """Segments are opened in their folder's resolved path: a folder link that leads out of the
+    playlist's folder is refused as a linked file is, and so is a key file linked outside."""
+    folder, outside = fixtures / "implicit_iv", tmp_path / "outside"
+    outside.mkdir()
+    if how == "segment folder":
+        (folder / "seg1.ts").rename(outside / "seg1.ts")
+        (folder / "sub").symlink_to(outside)
+        playlist = folder / "index.m3u8"
+        playlist.write_text(playlist.read_text().replace("\nseg1.ts", "\nsub/seg1.ts"))
+    else:
+        (folder / "key.bin").rename(outside / "key.bin")
+        (folder / "key.bin").symlink_to(outside / "key.bin")
+    code, err = run("decrypt", folder / "index.m3u8", "-o", tmp_path / "out.ts")
+    assert code in (3, 4), err
+    assert "outside the playlist's folder" in err
+    assert not (tmp_path / "out.ts").exists()
+
+
+def test_an_output_hard_linked_to_an_input_is_refused(run, fixtures, tmp_path):
+    """The same file under another name is still the input: replacing it would not destroy the
+    input's bytes, but writing over it in place (a --force on a file) is refused all the same."""
+    os.link(fixtures / "implicit_iv/seg3.ts", tmp_path / "out.ts")
+    before = (fixtures / "implicit_iv/seg3.ts").read_bytes()
+    code, err = run("decrypt", fixtures / "implicit_iv/index.m3u8", "-o", tmp_path / "out.ts", "--force")
+    assert code == 7, err
+    assert "is an input of this run" in err
+    assert (fixtures / "implicit_iv/seg3.ts").read_bytes() == before
+
+
+def test_no_file_stays_open_after_parts_are_abandoned_or_fail(fixtures):
+    """Local segments are opened as descriptors: one left open per part would exhaust a long recording's."""
+    from hlsdecrypt import Fetcher, key_chain
+    from hlsdecrypt.crypto import DataKey
+    from hlsdecrypt.errors import DecryptError
+    from hlsdecrypt.pipeline import clear_parts, load_stream
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    fetcher = Fetcher()
+    playlist = load_stream(str(fixtures / "implicit_iv/index.m3u8"), fetcher).playlist
+    before = open_files()
+    with key_chain(fetcher=fetcher, source="uri") as keys:
+        for part, chunks in clear_parts(playlist, keys, fetcher):  # the first chunk of each, then on
+            next(iter(chunks), None)
+        del part, chunks  # the last part, abandoned too
+        assert open_files() == before
+    wrong = {ref.identity: DataKey(bytes(16)) for ref in playlist.keys}
+    with key_chain(fetcher=fetcher, source="none") as keys:
+        keys.resolved.update(wrong)
+        with pytest.raises(DecryptError):
+            for part, chunks in clear_parts(playlist, keys, fetcher):
+                for _ in chunks:
+                    pass
+    assert open_files() == before
+
+
 def test_segments_and_keys_linked_within_the_folder_are_read(run, fixtures, tmp_path):
     """Files are opened without following a link, which is quick; a link is then resolved and
     checked, and read when it stays inside the playlist's folder."""

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -205,18 +206,63 @@ def test_real_paths_are_os_realpath_with_each_folder_resolved_once(tmp_path, mon
     (real / "up.ts").symlink_to("../elsewhere.ts")
     monkeypatch.chdir(tmp_path)
     paths = ["real/a.ts", "linked/a.ts", "linked/link.ts", "real/up.ts", "linked/sub/../a.ts", "linked/missing.ts",
-             "linked/sub/..", "linked/", str(tmp_path / "linked/sub/x.ts"), "a.ts", ".", ""]
+             "linked/sub/..", "linked/", str(tmp_path / "linked/sub/x.ts"), "a.ts", ".", "", "/", "real//a.ts",
+             "linked/sub/../../x.ts"]
     assert [real_path(p) for p in paths] == [os.path.realpath(p) for p in paths]
 
 
 _REFERENCE = st.lists(st.sampled_from(list("ab./?&=_-~+é%#:") + ["//", "..", " ", "\t", "seg.ts"]), max_size=10)
+_BASES = ["rec/index.m3u8", "/abs/rec/i.m3u8", "i.m3u8", "./i.m3u8", "/i.m3u8", "a/../b/i.m3u8", "../i.m3u8"]
 
 
 @settings(max_examples=500, deadline=None)
-@given(ref=_REFERENCE.map("".join), base=st.sampled_from(["rec/index.m3u8", "/abs/rec/i.m3u8", "i.m3u8", "./i.m3u8", "/i.m3u8", "a/../b/i.m3u8", "../i.m3u8"]))
+@given(ref=_REFERENCE.map("".join), base=st.sampled_from(_BASES))
 def test_the_quick_path_of_resolve_agrees_with_urllib(ref, base):
     from urllib.parse import unquote, urlsplit
 
     if _PLAIN_PATH.fullmatch(ref) and "\0" not in ref:
         general = os.path.normpath(os.path.join(os.path.dirname(base), unquote(urlsplit(ref).path)))
         assert resolve(base, ref) == general
+
+
+def test_the_writer_is_done_with_a_chunk_before_its_buffer_comes_round_again_though_short_ones_were_batched():
+    """A part's short last chunk is copied into a batch and takes no place in the writer's queue: the
+    caller's reused buffers (``depth + 2`` of them, in turn) must still never be refilled while the
+    writer thread is writing one. Here the first write is held until the caller has either gone
+    round its buffers or waits for the writer; every byte must come out as it was handed over."""
+    from hlsdecrypt.fetch import Scratch
+    from hlsdecrypt.output import BackgroundWriter
+
+    release, went_round = threading.Event(), threading.Event()
+    written = bytearray()
+
+    class HeldFile:
+        def write(self, data) -> None:
+            release.wait()
+            written.extend(data)  # what the buffer holds now, as a system call would copy it
+
+    depth, batch = 4, 100
+    writer = BackgroundWriter(HeldFile(), depth, batch=batch, linger=3600)  # type: ignore[arg-type]
+    scratch = Scratch(depth + 2)
+    sizes = [batch, 10, batch, batch, batch, batch, batch, batch]  # the 7th comes round to the 1st's buffer
+    expected = bytearray()
+
+    def caller() -> None:
+        for n, size in enumerate(sizes):
+            if n == depth + 2:
+                went_round.set()
+            view = scratch.view(size)
+            view[:] = bytes([n + 1]) * size
+            expected.extend(view)
+            writer.write(view)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    for _ in range(10_000):  # until the caller has gone round, or waits for the writer (with the fix)
+        if went_round.is_set() or getattr(writer, "_waiting", False) or not thread.is_alive():
+            break
+        threading.Event().wait(0.001)
+    release.set()
+    thread.join()
+    writer.close()
+    assert bytes(written) == bytes(expected)
