@@ -16,12 +16,12 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Generator
+from typing import Callable, Generator
 
 from . import stop
 from .crypto import Buffer
 from .errors import FetchError, InputError, UsageError, plural
-from .http import Failure, HttpClient, Into, RequestOptions
+from .http import Failure, HttpClient, Into, RequestOptions, abandoner
 from .playlist import MAX_PART, ByteRange
 from .retry import Backoff, Retry, retry_after_seconds
 from .uris import as_folder, is_url, real_path, resolved_folder, scheme_of
@@ -97,6 +97,7 @@ class Bodies:
         self._largest = 0
         self._next = 0
         self._closed = False
+        self._cuts: dict[int, Callable[[], None]] = {}  # turn -> cuts the request reading into its buffer
         self._cond = threading.Condition()
 
     @property
@@ -125,6 +126,9 @@ class Bodies:
                 self._bytes += want
             self._held[turn] = buffer
             self._held_bytes += len(buffer)
+            cut = abandoner()  # the request reading into it, which close() cuts: no one would read it
+            if cut is not None:
+                self._cuts[turn] = cut
             return memoryview(buffer)[:size]
 
     def wait_for_room(self, turn: int) -> None:
@@ -140,10 +144,14 @@ class Bodies:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """The reader has stopped: fetches waiting for a buffer give up (``Abandoned``)."""
+        """The reader has stopped: fetches waiting for a buffer give up (``Abandoned``), and those
+        reading into one are cut, rather than run to their deadline on a slow server."""
         with self._cond:
             self._closed = True
+            cuts, self._cuts = list(self._cuts.values()), {}
             self._cond.notify_all()
+        for cut in cuts:
+            cut()
 
     def _want(self) -> int:
         return -(-self._largest // self.ROUND) * self.ROUND  # every buffer fits the largest body yet
@@ -170,6 +178,7 @@ class Bodies:
         return None
 
     def _release(self, turn: int) -> None:
+        self._cuts.pop(turn, None)
         buffer = self._held.pop(turn, None)
         if buffer is None:
             return

@@ -226,6 +226,17 @@ def _cut_all() -> None:
 
 stop.on_stop(_cut_all)
 
+#: Why a request is cut when no one will read its answer: not worth another try.
+ABANDONED = "no one reads the answer any more"
+
+
+def abandoner() -> Callable[[], None] | None:
+    """A function that cuts the request this thread is making now, from any thread, once no one will
+    read its answer (the run ended meanwhile); None outside a request. A cut after the request has
+    ended does nothing."""
+    guard = getattr(_current, "guard", None)
+    return None if guard is None else lambda: guard.cut(ABANDONED)
+
 
 def _guarded_adapter_class() -> type:
     """An HTTPAdapter whose connections report to the calling thread's guard (built lazily)."""
@@ -394,7 +405,7 @@ class HttpClient:
             if guard.reason == "stopped":
                 raise stop.Stopped() from None
             if guard.reason:
-                raise Failure(guard.reason, retryable=True) from None
+                raise Failure(guard.reason, retryable=guard.reason != ABANDONED) from None
             if isinstance(exc, requests.exceptions.InvalidSchema) and _scheme(url) in ("http", "https"):
                 # only a redirect leads an http(s) request elsewhere: to file:, data:, ftp:…
                 raise Failure("redirected to a URL that is not http(s): refused", retryable=False) from None

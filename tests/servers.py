@@ -12,7 +12,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, NamedTuple
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 
 class LoopbackServer:
@@ -254,7 +254,8 @@ class HostileServer(LoopbackServer):
 
     ``/endless/*``: 200 with no Content-Length, then data until the client leaves (64 MiB at most);
     ``/chunked/*``: the same, chunked; ``/bomb/*``: a small gzip body that inflates to 64 MiB;
-    ``/trickle-headers/*`` and ``/trickle-body/*``: four bytes a second; ``/silent/*``: reads the
+    ``/trickle-headers/*`` and ``/trickle-body/*``: four bytes a second (the body has ``?bytes=N``, 100
+    by default); ``/silent/*``: reads the
     request and never answers (30 s at most). Other paths are served from ``root``."""
 
     LIMIT = 64 << 20
@@ -285,10 +286,11 @@ class HostileServer(LoopbackServer):
                         time.sleep(0.25)
                     return
                 if mode == "trickle-body":
+                    length = int(parse_qs(urlsplit(self.path).query).get("bytes", ["100"])[0])
                     self.send_response(200)
-                    self.send_header("Content-Length", "100")
+                    self.send_header("Content-Length", str(length))
                     self.end_headers()
-                    for _ in range(100):
+                    for _ in range(length):
                         self.wfile.write(b"\0")
                         self.wfile.flush()
                         time.sleep(0.25)

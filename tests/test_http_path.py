@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from conftest import FIXTURES, MANIFEST, sha256
-from servers import LoopbackServer, QuietHandler, StaticServer
+from servers import HostileServer, LoopbackServer, QuietHandler, StaticServer
 
 from hlsdecrypt import pipeline, stop
 from hlsdecrypt.fetch import Abandoned, Bodies, NoRoom
@@ -351,3 +351,26 @@ def test_a_failed_segment_ends_the_run_while_later_fetches_wait_for_buffers(run,
     assert not worker.is_alive(), "the run hung on fetches waiting for buffers"
     code, err = outcome[0]
     assert code == 5 and "segment 9 (line 11)" in err and "HTTP 404" in err
+
+
+def test_a_failed_segment_cuts_the_fetches_ahead_still_reading_a_slow_body(run, tmp_path):
+    """After a segment fails, a fetch ahead that is still reading a body is cut: the run ends now,
+    not when the server has trickled the rest (here, four minutes; the deadline is five). The first
+    segment's server never answers, so it fails (a one-second read timeout) while the second's
+    body is being read."""
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.m3u8").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n/silent/seg0.ts\n"
+                                     "#EXTINF:2,\n/trickle-body/seg1.ts?bytes=1000\n#EXT-X-ENDLIST\n")
+    outcome: list = []
+    with HostileServer(root) as server:
+        worker = threading.Thread(target=lambda: outcome.append(
+            run("decrypt", f"{server.url}/index.m3u8", "-o", tmp_path / "out.ts", "--jobs", "2", "--timeout", "1",
+                "--retries", "0")), daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "the run waited for a body no one would read"
+        assert server.requests["trickle-body"] == 1  # cut, and not asked for again
+    code, err = outcome[0]
+    assert code == 5 and "seg0.ts" in err and "timed out" in err, err
+    assert not (tmp_path / "out.ts").exists()
