@@ -137,14 +137,37 @@ def _common_options(*, top: bool) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The subcommands, and the line each has in ``hlsdecrypt --help``.
+COMMANDS = {
+    "decrypt": "decrypt a stream into one clear file",
+    "keys": "list a stream's keys (KeyIDs) and export them",
+    "verify": "check, with evidence, that streams are encrypted as they should be",
+    "encrypt": "encrypt a clear stream (to build test streams)",
+    "completion": "print a shell completion script: bash, zsh or fish",
+    "man": "print the manual page (roff)",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. With ``command``, only that subcommand gets its options, and the others only
+    their line of help (for ``--help`` and the errors that list them): a run needs no more, and
+    building every option of every command is most of what ``--version`` would otherwise cost."""
     parser = argparse.ArgumentParser(prog="hlsdecrypt", description="Decrypt and check AES-128 encrypted HLS streams.",
                                      parents=[_common_options(top=True)], epilog=EXIT_CODES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common = _common_options(top=False)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, line in COMMANDS.items():
+        if command is None or command == name:
+            _BUILDERS[name](sub, common)
+        else:
+            sub.add_parser(name, help=line)
+    return parser
+
+
+def _decrypt_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     d = sub.add_parser("decrypt", parents=[common, _fetch_options(media_check=True), _key_options()],
-                       help="decrypt a stream into one clear file", epilog=EXIT_CODES,
+                       help=COMMANDS["decrypt"], epilog=EXIT_CODES,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Decrypt an AES-128 HLS stream (playlist path or URL) into one clear file.")
     d.add_argument("sources", nargs="*", metavar="SOURCE", help=SOURCE_HELP)
@@ -176,15 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=_duration, metavar="TIME",
                    help="with --follow: stop once TIME of media is written (2h, 90m, 1h30m, 45s)")
     d.set_defaults(run=_run_decrypt)
+
+
+def _keys_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     k = sub.add_parser("keys", parents=[common, _fetch_options(jobs=False), _key_options()],
-                       help="list a stream's keys (KeyIDs) and export them",
+                       help=COMMANDS["keys"],
                        description="List the distinct keys of a stream with their segments; with --export, "
                                    "fetch them and write them as the JSON that --keys reads.")
     k.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     k.add_argument("--export", metavar="FILE", help="fetch every key and write them to FILE (created 0600)")
     k.set_defaults(run=_run_keys)
+
+
+def _verify_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     v = sub.add_parser("verify", parents=[common, _fetch_options(every_variant=True), _key_options()],
-                       help="check, with evidence, that streams are encrypted as they should be",
+                       help=COMMANDS["verify"],
                        description="Check the encryption of one or more streams: coverage, ciphertext, decryption, "
                                    "keys, IVs, and optionally a clear reference. Exit 0 when no check fails, "
                                    "6 when any does.")
@@ -210,8 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML page with a "
                                                   "timeline of each stream; - for stdout")
     v.set_defaults(run=_run_verify)
+
+
+def _encrypt_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     e = sub.add_parser("encrypt", parents=[common, _fetch_options(jobs=False)],
-                       help="encrypt a clear stream (to build test streams)",
+                       help=COMMANDS["encrypt"],
                        description="AES-128 encrypt a clear HLS stream into OUTDIR, with keys.json beside it.")
     e.add_argument("source", metavar="SOURCE", help="clear M3U8 playlist: a local path or an http(s) URL")
     e.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="an empty or new folder")
@@ -223,17 +255,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "'https://kms.example.com/get_hls_enc_key?key_id={key_id}' (default key{n}.bin, files)")
     e.add_argument("--keys", metavar="FILE", help="use these keys (KeyID -> hex), in order, instead of random ones")
     e.set_defaults(run=_run_encrypt)
-    c = sub.add_parser("completion", parents=[common], help="print a shell completion script: bash, zsh or fish",
+
+
+def _completion_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    c = sub.add_parser("completion", parents=[common], help=COMMANDS["completion"],
                        description="Print a completion script for SHELL, generated from this version's options. "
                                    "bash: source <(hlsdecrypt completion bash); zsh: the same after compinit; "
                                    "fish: hlsdecrypt completion fish | source.")
     c.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash, zsh or fish")
     c.set_defaults(run=_run_completion)
-    m = sub.add_parser("man", parents=[common], help="print the manual page (roff)",
+
+
+def _man_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    m = sub.add_parser("man", parents=[common], help=COMMANDS["man"],
                        description="Print the manual page, hlsdecrypt(1), as roff: read it with "
                                    "hlsdecrypt man | man -l -, or install it as hlsdecrypt.1.")
     m.set_defaults(run=_run_man)
-    return parser
+
+
+_BUILDERS = {"decrypt": _decrypt_parser, "keys": _keys_parser, "verify": _verify_parser,
+             "encrypt": _encrypt_parser, "completion": _completion_parser, "man": _man_parser}
 
 
 # -- from arguments to library objects ---------------------------------------------------
@@ -701,15 +742,19 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     global log
-    argv = None if argv is None else list(argv)  # parsed twice when a config file sets defaults
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)  # parsed twice when a config file sets defaults
+    # the command asked for (the first word that names one, as argparse finds it) gets its options
+    parser = build_parser(next((word for word in argv if word in COMMANDS), ""))
     args = parser.parse_args(argv)  # --version, --help and a mistyped option end here, having imported nothing
     import logging
     import signal
 
-    from .config import load_config
+    from .config import config_path, load_config
     from .progress import LogHandler
 
+    if not hasattr(args, "run") or config_path()[0] is not None:  # a file may set any command's options
+        parser = build_parser()
+        args = parser.parse_args(argv)
     try:
         config, config_error = load_config(parser), None
     except UsageError as exc:  # said once logging is set up

@@ -383,6 +383,21 @@ def test_config_applies_to_a_run_and_v_says_which_file(run, fixtures, tmp_path, 
     assert code == 0 and sha256(tmp_path / "high.ts") == HIGH_SHA
 
 
+def test_a_run_builds_only_its_commands_options_but_a_config_file_is_checked_against_all(run, fixtures, tmp_path,
+                                                                                          monkeypatch):
+    """A run parses its arguments with only its command's options built (the others are one line of
+    help); a config file may set any command's options, so it is checked against all of them."""
+    assert "--strict" not in build_parser("decrypt").format_help()  # the top level, as --help shows it
+    verify_options = [a for a in build_parser("decrypt")._subparsers._group_actions[0].choices["verify"]._actions]
+    assert len(verify_options) == 1  # -h alone: verify was not built
+    env = _config(tmp_path, "[verify]\nstrict = true\n[decrypt]\njobs = 2\n")
+    monkeypatch.setenv("HLSDECRYPT_CONFIG", env["HLSDECRYPT_CONFIG"])
+    code, err = run("decrypt", fixtures / "implicit_iv/index.m3u8", "-o", tmp_path / "out.ts", "-v")
+    assert code == 0, err
+    assert "strict" in err and "jobs" in err  # -v names what the file set
+    assert sha256(tmp_path / "out.ts") == sha256(fixtures / "implicit_iv/clear.ts")
+
+
 @pytest.mark.parametrize("text, said", [
     ("colour = 3\n", r"config.toml: colour: unknown key \(a config file may set: .*api-rate"),
     ("sk = 'abc'\n", "config.toml: sk: credentials never live in the config file"),
