@@ -14,7 +14,8 @@ runs every tool once, in turn, writing to the same disk; the table gives the med
 the peak RSS of the process tree, and whether the output's sha256 is the clear reference's
 (ffmpeg remuxes, so its bytes differ by design). Prints Markdown tables for the README.
 
-Start-up runs each command many times, in turn with ``python -c pass``, and gives medians. Long
+Start-up runs each command many times, in turn with ``python -c pass``, and gives medians: once
+for this tree through PYTHONPATH, once installed into a clean venv, as users get it. Long
 playlists are built by make_long_playlist.py: one-packet segments, so that what is measured is
 what each command costs per playlist entry, not per byte.
 """
@@ -183,44 +184,62 @@ def api_rows(src: Path, out_dir: Path) -> list[str]:
 HEAVY = ("m3u8", "Crypto", "requests")
 
 
-def imported(cmd: list[str], cwd: Path) -> str:
+def imported(cmd: list[str], cwd: Path, env: dict) -> str:
     """The heavy libraries a command imports (read from ``python -X importtime``)."""
-    done = subprocess.run([sys.executable, "-X", "importtime", *cmd[1:]], env=ENV, cwd=cwd, capture_output=True,
+    done = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, cwd=cwd, capture_output=True,
                           text=True, check=True)
     names = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     return ", ".join(h for h in HEAVY if h in names) or "none"
 
 
-def startup_rows(runs: int, out_dir: Path) -> list[str]:
-    """Commands that do little, each run ``runs`` times in turn with ``python -c pass``: the medians."""
-    # The figures are for hlsdecrypt as installed, whose modules pip compiles to bytecode;
-    # PYTHONDONTWRITEBYTECODE would otherwise make every run compile them anew.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ENV["PYTHONPATH"], "hlsdecrypt")],
-                   check=True)
+def clean_venv(tree: Path) -> Path:
+    """A venv holding hlsdecrypt installed from ``tree`` with its dependencies alone, as a user's
+    ``pip install .`` makes it: no cffi, no other packages' ``.pth`` files (made anew each time;
+    it needs the package index)."""
+    venv = DATA / "clean-venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", str(tree)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return venv / "bin/python"
+
+
+def startup_rows(runs: int, out_dir: Path, python: str = sys.executable, env: dict | None = None,
+                 title: str = "") -> list[str]:
+    """Commands that do little, each run ``runs`` times in turn with ``python -c pass``: the medians.
+
+    By default the tree's own modules through PYTHONPATH, compiled to bytecode as pip would
+    (PYTHONDONTWRITEBYTECODE would otherwise make every run compile them anew); with ``python``
+    and ``env``, what that interpreter has installed."""
+    env = env if env is not None else ENV
+    if env is ENV:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ENV["PYTHONPATH"], "hlsdecrypt")],
+                       check=True)
+    run = [python, "-m", "hlsdecrypt"]
     live = ROOT / "fixtures/live_rotation"
     out = out_dir / "clear.ts"
     commands = {
-        "`python3 -c pass` (the floor)": [sys.executable, "-c", "pass"],
-        "`hlsdecrypt --version`": [*HLSDECRYPT, "--version"],
-        "`hlsdecrypt --help`": [*HLSDECRYPT, "--help"],
+        "`python3 -c pass` (the floor)": [python, "-c", "pass"],
+        "`hlsdecrypt --version`": [*run, "--version"],
+        "`hlsdecrypt --help`": [*run, "--help"],
         "`hlsdecrypt decrypt` of the shipped fixture (README quick start)":
-            [*HLSDECRYPT, "decrypt", str(live / "index.m3u8"), "--keys", str(live / "keys.json"), "-o", str(out),
+            [*run, "decrypt", str(live / "index.m3u8"), "--keys", str(live / "keys.json"), "-o", str(out),
              "--force"],
     }
     samples: dict[str, list[Usage]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, cmd in commands.items():
-            samples[name].append(usage_of(cmd, cwd=out_dir))  # cwd: -m must find this tree's package, no other
+            samples[name].append(usage_of(cmd, env=env, cwd=out_dir))  # cwd: -m must find this tree's package, no other
     assert sha256(out) == sha256(live / "clear.ts")
     floor = statistics.median(u.wall for u in samples["`python3 -c pass` (the floor)"])
-    rows = [f"Start-up: median of {runs} runs each, in turn", "",
+    rows = [f"Start-up{title}: median of {runs} runs each, in turn", "",
             "| command | wall (ms) | over the floor (ms) | CPU (ms) | peak RSS (MiB) | imports |",
             "|---|---:|---:|---:|---:|---|"]
     for name, cmd in commands.items():
         wall = statistics.median(u.wall for u in samples[name])
         cpu = statistics.median(u.cpu for u in samples[name])
         rss = statistics.median(u.rss for u in samples[name])
-        heavy = "—" if "python3" in name else imported(cmd, out_dir)
+        heavy = "—" if "python3" in name else imported(cmd, out_dir, env)
         rows.append(f"| {name} | {wall * 1000:.0f} | {(wall - floor) * 1000:.0f} | {cpu * 1000:.0f} | {rss:.0f} "
                     f"| {heavy} |")
     return rows
@@ -318,6 +337,10 @@ def main() -> None:
             print("\n".join(api_rows(src, out_dir)), end="\n\n")
         if "startup" in only:
             print("\n".join(startup_rows(args.startup_runs, out_dir)), end="\n\n")
+            clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
+            print("\n".join(startup_rows(args.startup_runs, out_dir, str(clean_venv(args.tree.resolve())), clean,
+                                          " in a clean venv (pip install of the tree, its dependencies alone)")),
+                  end="\n\n")
         if "long" in only:
             print("\n".join(long_rows([int(n) for n in args.long.split(",")], out_dir)), end="\n\n")
 
