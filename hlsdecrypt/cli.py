@@ -752,15 +752,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import config_path, load_config
     from .progress import LogHandler
 
-    if not hasattr(args, "run") or config_path()[0] is not None:  # a file may set any command's options
+    full = not hasattr(args, "run") or config_path()[0] is not None  # a file may set any command's options
+    if full:
         parser = build_parser()
-        args = parser.parse_args(argv)
     try:
         config, config_error = load_config(parser), None
     except UsageError as exc:  # said once logging is set up
         config, config_error = None, exc
-    if config is not None and config.path is not None:
-        args = parser.parse_args(argv)  # again, over the defaults the file set: the command line wins
+    if full:
+        args = parser.parse_args(argv)  # again, over the defaults a file set: the command line wins
     log = logging.getLogger("hlsdecrypt")
     handler = LogHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("hlsdecrypt: %(message)s"))
