@@ -24,7 +24,7 @@ from .errors import FetchError, InputError, UsageError, plural
 from .http import Failure, HttpClient, Into, RequestOptions, abandoner
 from .playlist import MAX_PART, ByteRange
 from .retry import Backoff, Retry, retry_after_seconds
-from .uris import as_folder, is_url, real_path, resolved_folder, scheme_of
+from .uris import as_folder, is_url, real_path, scheme_of
 
 log = logging.getLogger("hlsdecrypt")
 
@@ -215,6 +215,9 @@ class Fetcher:
     append_url_params: bool = False
     _root: str | None = None  # folder of the local top-level playlist, symlinks resolved
     _remote: bool = False  # the top-level playlist came over http(s)
+    #: A local folder as references write it -> its real path with a separator after, or "" when
+    #: outside what the playlist may make us read; filled as the stream is read (see ``_beside``).
+    _folders: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for option, value, least in (("timeout", self.timeout, 0), ("deadline", self.deadline, 0),
@@ -231,6 +234,7 @@ class Fetcher:
         """Remember where the top-level playlist lives: it bounds what its references may read."""
         self._remote = is_url(uri)
         self._root = None if self._remote else os.path.dirname(_real(uri))
+        self._folders = {}
 
     # -- public reads ------------------------------------------------------------------
 
@@ -297,6 +301,21 @@ class Fetcher:
         root = self._root
         return not root or self.allow_any_path or path == root or path.startswith(as_folder(root))
 
+    def _beside(self, uri: str) -> str | None:
+        """``uri``'s path, its folder's links resolved, when that folder is one the playlist may make
+        us read; its last part may still be a link. None otherwise, or for a name that is no file's
+        (``..``): the caller then resolves it all. Each folder is resolved once per stream, relative
+        ones against the working folder of then: a recording's 100,000 segments share one."""
+        folder, sep, name = uri.rpartition(os.sep)
+        if name in ("", os.curdir, os.pardir):
+            return None
+        folder += sep  # "" beside us, "/" at the root
+        real = self._folders.get(folder)
+        if real is None:
+            real = as_folder(os.path.realpath(folder or os.curdir))
+            self._folders[folder] = real = real if self._inside(real) else ""
+        return real + name if real else None
+
     def open_local(self, uri: str, byterange: ByteRange | None = None) -> LocalFile:
         """A local file (or its byte range), open and sized before any byte is read (a part's
         decryption must know where the message ends), if the playlist may make us read it (see
@@ -307,8 +326,8 @@ class Fetcher:
         and checked, and that is opened, again without following a link (one swapped in meanwhile).
         """
         self._check_local(uri)
-        path = resolved_folder(uri)
-        if self._inside(path):
+        path = self._beside(uri)
+        if path:
             with contextlib.suppress(_IsALink):
                 return LocalFile.open(path, uri, byterange)
         try:
@@ -320,8 +339,8 @@ class Fetcher:
         """How many bytes ``open_local`` will give for the whole file, from one ``lstat``: what a
         progress display expects. A link, or a file the playlist may not make us read, is an error."""
         self._check_local(uri)
-        path = resolved_folder(uri)
-        if not self._inside(path):
+        path = self._beside(uri)
+        if not path:
             raise FetchError(f"{uri}: outside the playlist's folder")
         try:
             info = os.lstat(path)
