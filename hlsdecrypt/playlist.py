@@ -197,7 +197,7 @@ class _LineStamper:
         if line == "#":  # hidden (see _clean): nothing for the library to try its forty tag names on
             plain = self._plain.get(lineno)
             if plain is not None:  # the segment the library would have made of the EXTINF line and the next
-                segment = {"duration": plain[0], "_line": lineno, "uri": plain[1]}
+                segment = {"duration": plain[0], "_line": lineno, "uri": plain[1], "_uri_line": lineno + 1}
                 if state["current_key"]:
                     segment["key"] = state["current_key"]
                 if state["current_segment_map"]:
@@ -485,7 +485,7 @@ def _media(data: dict, lines: list[str], uri: str, key_id_param: str | None, car
     segments = data["segments"]
     for index, segment in enumerate(segments):
         segments[index] = None  # the library's dict goes as its part comes: both at once would double the peak
-        seg_line = _uri_line(lines, segment.get("_line", 0))
+        seg_line = segment.get("_uri_line") or _uri_line(lines, segment.get("_line", 0))
         if not segment.get("uri"):
             raise InputError(f"{uri}: line {segment.get('_line', 0)}: segment tags with no URI after them")
         key = _key_ref(segment.get("key"), keys, uri, key_id_param, carry_query)
@@ -503,11 +503,12 @@ def _media(data: dict, lines: list[str], uri: str, key_id_param: str | None, car
                 key=init_key, iv=_iv_for(init_key, sequence),
             ))
         seg_uri = resolve(uri, segment["uri"], seg_line, carry_query=carry_query)
-        parts.append(Part(
-            uri=seg_uri, line=seg_line, sequence=sequence,
-            byterange=_byterange(segment.get("byterange"), seg_uri, range_ends, uri, seg_line),
-            key=key, iv=iv, duration=float(segment.get("duration") or 0.0),
-            discontinuity=bool(segment.get("discontinuity")), gap=bool(segment.get("gap_tag")),
+        byterange = segment.get("byterange")
+        parts.append(Part(  # in order, not by name: a day-long recording makes 100,000
+            seg_uri, seg_line, sequence,
+            byterange if byterange is None else _byterange(byterange, seg_uri, range_ends, uri, seg_line),
+            key, iv, float(segment.get("duration") or 0.0),
+            bool(segment.get("discontinuity")), bool(segment.get("gap_tag")),
         ))
         sequence += 1
     return MediaPlaylist(uri, tuple(parts), bool(data["is_endlist"]))

@@ -210,18 +210,19 @@ class Progress:
                 self._print_plain()
 
     def _draw(self, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._drawn_at < self.period:  # at most hz times a second, in a log too
+            return
+        self._drawn_at = now
         if not self.tty:
             if self._plain_due():
                 self._print_plain()
             return
-        now = self.clock()
-        if force or now - self._drawn_at >= self.period:
-            self._drawn_at = now
-            text = self._fit(self.line())
-            if text != self._last or not self._line_open:  # a ticker's redraw of the same line costs nothing
-                self._write("\r\x1b[2K" + text)
-            self._last = text
-            self._line_open = self._drawn = True
+        text = self._fit(self.line())
+        if text != self._last or not self._line_open:  # a ticker's redraw of the same line costs nothing
+            self._write("\r\x1b[2K" + text)
+        self._last = text
+        self._line_open = self._drawn = True
 
     def _plain_due(self) -> bool:
         now = self.clock()

@@ -18,6 +18,8 @@ _GENERIC_STEMS = ("index", "playlist", "prog_index", "master", "")
 
 def scheme_of(uri: str) -> str:
     """The URI's scheme, lower-cased, or "" for a path (without urllib, which rejects some URIs)."""
+    if ":" not in uri:  # most paths: asked for every part, several times
+        return ""
     match = _SCHEME.match(uri)
     return match.group(1).lower() if match else ""
 
