@@ -42,14 +42,15 @@ class Output:
 
     Nothing is destroyed that the user did not name as the output: an existing file is replaced
     only with ``force``; a device or FIFO (``/dev/null``, a pipe a player reads) is written in
-    place, never replaced; and an output that is one of the run's ``inputs`` is refused. The
+    place, never replaced; and an output that is one of the run's ``inputs`` or ``segments`` is refused. The
     temporary file is locked while a run writes it, which tells a crashed run's leftovers (removed)
     from another run's work in progress (refused).
     """
 
     def __init__(self, target: str | BinaryIO, plan: str, *, resume: bool = False, force: bool = False,
-                 inputs: Iterable[str] = ()):
-        """``target``: a path, ``-`` for stdout, or a binary file open for writing (used as it is)."""
+                 inputs: Iterable[str] = (), segments: Iterable[str] = ()):
+        """``target``: a path, ``-`` for stdout, or a binary file open for writing (used as it is);
+        ``segments``: see ``check_target``."""
         self._stream = sys.stdout.buffer if target == "-" else None if isinstance(target, str) else target
         self.target = target if isinstance(target, str) else getattr(target, "name", "the output file")
         if self._stream is not None and resume:
@@ -66,7 +67,7 @@ class Output:
         self._journal = ""
         self._journal_due = 0.0  # monotonic time of the next journal rewrite: the first part is recorded at once
         if self._stream is None:
-            self.in_place = check_target(self.target, force=force, inputs=inputs)
+            self.in_place = check_target(self.target, force=force, inputs=inputs, segments=segments)
 
     def __enter__(self) -> Output:
         try:
@@ -233,9 +234,14 @@ class Output:
             os.unlink(self._temp)
 
 
-def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()) -> bool:
+def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = (),
+                 segments: Iterable[str] = ()) -> bool:
     """Refuse an output that cannot or must not be written, before any work; True for a device
-    or FIFO, which is written in place."""
+    or FIFO, which is written in place.
+
+    ``segments``, files the run only reads, are compared with an output that exists only: a
+    missing segment has no bytes to lose and is never read, and a recording's 100,000 would each
+    cost a ``stat`` for nothing. Other ``inputs`` may be written later (a key cache): all count."""
     folder = os.path.dirname(os.path.abspath(target)) or "."
     if not os.path.isdir(folder):
         raise OutputError(f"{target}: no such folder {folder}")
@@ -245,7 +251,7 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
         info = None
     except OSError as exc:
         raise OutputError(f"{target}: {exc.strerror}") from None
-    given = _input_at(target, info, inputs)
+    given = _input_at(target, info, inputs) or (info is not None and _input_at(target, info, segments))
     if given:
         raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
     if info is None:

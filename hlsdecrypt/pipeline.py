@@ -439,10 +439,12 @@ def decrypt_playlist(playlist: MediaPlaylist, output: str | BinaryIO, keys: KeyC
     missing: list[str] | None = [] if skip_missing else None
     sized = progress is not None
     progress = progress or _NoProgress()
-    local = [playlist.uri, *(p.uri for p in playlist.parts), *(k.resolved_uri for k in playlist.keys)]
+    local = [playlist.uri, *(k.resolved_uri for k in playlist.keys)]
     inputs = [*inputs, *(uri for uri in local if not is_url(uri))]
+    segments = (p.uri for p in playlist.parts if not is_url(p.uri))
     plan = plan_fingerprint(playlist) if resume else ""  # only a journal keeps it
-    with _finishing(progress), Output(output, plan, resume=resume, force=force, inputs=inputs) as out, \
+    with _finishing(progress), \
+            Output(output, plan, resume=resume, force=force, inputs=inputs, segments=segments) as out, \
             _output_errors(output):
         if out.resumed and not _same_keys(out, playlist, keys):
             log.warning("the keys differ from the interrupted run's: starting over")
