@@ -52,12 +52,39 @@ def json_document(reports: Report | Sequence[Report]) -> dict:
 
 def write_json(reports: Report | Sequence[Report], target: Target) -> None:
     document = json_document(reports)
+    write_rendered(target, lambda out: _write_document(document, out))
 
-    def render(out: TextIO) -> None:  # streamed: a long recording's report is tens of MB as one string
-        json.dump(document, out, indent=2)
-        out.write("\n")
 
-    write_rendered(target, render)
+#: Stands for a timeline while the rest of a document is indented; no playlist text encodes to it.
+_HOLE = "\0timeline\0"
+
+
+def _write_document(document: dict, out: TextIO) -> None:
+    """The document indented, except that each part of a timeline is one line: the indenting
+    encoder is pure Python (~1 s for a 100,000-part timeline), a line at a time is the C one's
+    (~0.3 s), and a line per part reads and greps better. Streamed: that is tens of MB."""
+    timelines: list[list[dict]] = []
+
+    def hollow(report: dict) -> dict:
+        timelines.append(report["timeline"])
+        return {**report, "timeline": _HOLE}
+
+    shape = hollow(document) if "timeline" in document else \
+        {**document, "reports": [hollow(r) for r in document["reports"]]}
+    pieces = json.dumps(shape, indent=2).split(json.dumps(_HOLE))
+    line = json.JSONEncoder().encode
+    for piece, timeline in zip(pieces, timelines):
+        out.write(piece)
+        indent = " " * (len(piece) - piece.rfind("\n") - 1 - len('"timeline": '))
+        if not timeline:
+            out.write("[]")
+            continue
+        start = f"\n{indent}  "
+        out.write("[")
+        for at in range(0, len(timeline), 1000):  # in pieces: the whole at once would be one more copy of it
+            out.write(("," if at else "") + start + f",{start}".join(map(line, timeline[at:at + 1000])))
+        out.write(f"\n{indent}]")
+    out.write(pieces[-1] + "\n")
 
 
 def write_junit(reports: Report | Sequence[Report], target: Target) -> None:

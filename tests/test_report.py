@@ -11,6 +11,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 import zlib
 from collections import Counter
+from dataclasses import replace
 from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
@@ -23,7 +24,7 @@ from conftest import FIXTURES
 from hlsdecrypt.cli import main
 from hlsdecrypt.html_report import CLEAR_COLOUR, FAILED_COLOUR, IV_REUSE_COLOUR, KEY_COLOURS, render_html, write_html
 from hlsdecrypt.keys import KeyChain, KeyFile
-from hlsdecrypt.report import stream_name, write_json, write_junit
+from hlsdecrypt.report import json_document, stream_name, write_json, write_junit
 from hlsdecrypt.verification import CHECKS, Report, verify
 
 SCHEMA = json.loads(resources.files("hlsdecrypt").joinpath("verify-report.schema.json").read_text())
@@ -119,6 +120,17 @@ def test_several_streams_make_one_json_document(broken):
     single = io.BytesIO()
     write_json(reports[:1], single)  # a list is the several-stream shape, whatever its length
     assert json.loads(single.getvalue())["schema"] == "hlsdecrypt.verify-streams/1"
+    # indented, but a line per part: the document is read by people too, and long timelines are quick to write
+    lines = out.getvalue().splitlines()
+    parts = [line for line in lines if line.lstrip().startswith('{"label": ')]
+    assert len(parts) == sum(r.parts for r in reports) and len(lines) > len(parts) + 40
+    assert all(line.startswith("        {") for line in parts)  # under "reports", each report, its "timeline"
+    assert document == json.loads(json.dumps(json_document(reports)))
+    long = replace(reports[0], timeline=reports[0].timeline * 500)  # written in pieces of 1,000 parts
+    out = io.StringIO()
+    write_json(long, out)
+    assert json.loads(out.getvalue()) == json.loads(json.dumps(long.as_json()))
+    assert out.getvalue().count('\n    {"label": ') == 3000
 
 
 def test_junit_has_one_suite_per_stream_with_class_names_that_carry_it(tmp_path, broken):
