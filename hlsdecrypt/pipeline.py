@@ -233,7 +233,7 @@ def _fetched_ahead(parts: Sequence[Part], fetcher: Fetcher, jobs: int,
                    clear_scratch: Scratch) -> Iterator[tuple[Part, Iterable[Buffer]]]:
     """``clear_parts`` for whole parts fetched ahead: ``jobs`` threads fetch (one fetches ahead of
     the decryption even with one job), and this one decrypts each body once it is complete."""
-    bodies = Bodies(FETCHED_AHEAD, FETCH_PATIENCE)
+    bodies = Bodies(FETCHED_AHEAD, FETCH_PATIENCE, asking=jobs)
 
     def fetch(turn_part: tuple[int, Part]) -> Buffer | None:
         turn, part = turn_part
@@ -241,9 +241,12 @@ def _fetched_ahead(parts: Sequence[Part], fetcher: Fetcher, jobs: int,
             return None
 
         def read() -> Buffer:
+            bodies.wait_to_ask(turn)
             while True:
                 try:
-                    return fetcher.read(part.uri, part.byterange, into=bodies.into(turn))
+                    body = fetcher.read(part.uri, part.byterange, into=bodies.into(turn))
+                    bodies.fetched(turn)
+                    return body
                 except NoRoom:  # the reader is slow: the answer was let go, to be asked for again
                     log.debug("%s: no room to read it yet; asking again once there is", part.label)
                     bodies.wait_for_room(turn)

@@ -322,6 +322,37 @@ def test_a_fetch_ahead_out_of_patience_lets_its_answer_go_and_waits_for_room_wit
     assert not waiting.is_alive() and len(bodies.take(10, 1)) == 10
 
 
+def _asks_now(bodies: Bodies, turn: int) -> bool:
+    """Whether ``turn`` may send its request now (else it is left waiting for the window, a daemon)."""
+    asking = threading.Thread(target=bodies.wait_to_ask, args=(turn,), daemon=True)
+    asking.start()
+    asking.join(0.3)
+    return not asking.is_alive()
+
+
+def test_fetches_ahead_ask_within_a_window_that_the_servers_latency_sizes():
+    """The awaited turn and one more ask at first; once bodies show latency far longer than their
+    reading (a far server), all the jobs ask at once; at the wire's speed, it is one ahead again."""
+    now = [0.0]
+    bodies = Bodies(1 << 30, asking=6, clock=lambda: now[0])
+
+    def fetch(turn: int, latency: float, transfer: float) -> None:
+        bodies.wait_to_ask(turn)
+        now[0] += latency
+        bodies.take(1000, turn)  # the answer has come: its body is read into this
+        now[0] += transfer
+        bodies.fetched(turn)
+
+    assert _asks_now(bodies, 0) and _asks_now(bodies, 1) and not _asks_now(bodies, 2)
+    fetch(0, latency=0.050, transfer=0.003)  # 50 ms for an answer, 3 ms for its body: 17 bodies' worth
+    assert all(_asks_now(bodies, turn) for turn in (3, 4, 5)) and not _asks_now(bodies, 6)
+    for turn in range(1, 9):  # at the wire's speed now: answers in 0.2 ms
+        bodies.done(turn - 1)
+        fetch(turn, latency=0.0002, transfer=0.003)
+    bodies.done(8)
+    assert _asks_now(bodies, 10) and not _asks_now(bodies, 11)
+
+
 def test_a_slow_reader_has_fetches_ahead_ask_again_and_every_part_comes_in_order(run, fixtures, tmp_path,
                                                                                    monkeypatch, small_chunks):
     monkeypatch.setattr(pipeline, "FETCHED_AHEAD", 1)
