@@ -282,22 +282,22 @@ def _observe_all(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, ref_
 
 
 def _timeline(playlist: MediaPlaylist, seen: _Observed) -> tuple[PartOutcome, ...]:
-    index = {ref.identity: n for n, ref in enumerate(playlist.keys)}
+    # each key's name and place once, not per part: a long recording has 100,000 parts and 3,000 keys
+    keys = {ref.identity: (ref.name, n) for n, ref in enumerate(playlist.keys)}
     reused = {id(p) for parts in _iv_uses(playlist).values() if len(parts) > 1 for p in parts}
     outcomes = []
     for part in playlist.parts:
         problem = seen.problems.get(id(part))
-        encrypted = part.cipher is not None
-        status = FAILED if problem else OK if encrypted else CLEAR
-        key = part.key if encrypted else None
+        key = part.key if part.iv is not None else None  # part.cipher's, without making its tuple
+        name, index = keys[key.identity] if key is not None else (None, None)
         outcomes.append(PartOutcome(part.label, part.sequence, _file_name(part.uri), part.duration, part.discontinuity,
-                                    key.name if key else None, index[key.identity] if key else None, status,
+                                    name, index, FAILED if problem else OK if key is not None else CLEAR,
                                     id(part) in reused, problem))
     return tuple(outcomes)
 
 
 def _file_name(uri: str) -> str:
-    return posixpath.basename(unquote(urlsplit(uri).path)) if is_url(uri) else os.path.basename(uri)
+    return posixpath.basename(unquote(urlsplit(uri).path)) if is_url(uri) else uri[uri.rfind(os.sep) + 1:]
 
 
 def _open_reference(path: str | None) -> BinaryIO | None:
