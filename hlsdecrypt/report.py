@@ -55,8 +55,10 @@ def write_json(reports: Report | Sequence[Report], target: Target) -> None:
     write_rendered(target, lambda out: _write_document(document, out))
 
 
-#: Stands for a timeline while the rest of a document is indented; no playlist text encodes to it.
+#: Stands for a timeline while the rest of a document is indented. It is found by its key as well:
+#: inside a JSON string every quote is escaped, so no playlist text can encode to ``"timeline": "…"``.
 _HOLE = "\0timeline\0"
+_SLOT = '"timeline": ' + json.dumps(_HOLE)
 
 
 def _write_document(document: dict, out: TextIO) -> None:
@@ -71,11 +73,12 @@ def _write_document(document: dict, out: TextIO) -> None:
 
     shape = hollow(document) if "timeline" in document else \
         {**document, "reports": [hollow(r) for r in document["reports"]]}
-    pieces = json.dumps(shape, indent=2).split(json.dumps(_HOLE))
+    pieces = json.dumps(shape, indent=2).split(_SLOT)
     line = json.JSONEncoder().encode
     for piece, timeline in zip(pieces, timelines):
         out.write(piece)
-        indent = " " * (len(piece) - piece.rfind("\n") - 1 - len('"timeline": '))
+        indent = " " * (len(piece) - piece.rfind("\n") - 1)
+        out.write('"timeline": ')
         if not timeline:
             out.write("[]")
             continue

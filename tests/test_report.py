@@ -25,7 +25,7 @@ from hlsdecrypt.cli import main
 from hlsdecrypt.html_report import CLEAR_COLOUR, FAILED_COLOUR, IV_REUSE_COLOUR, KEY_COLOURS, render_html, write_html
 from hlsdecrypt.keys import KeyChain, KeyFile
 from hlsdecrypt.report import json_document, stream_name, write_json, write_junit
-from hlsdecrypt.verification import CHECKS, Report, verify
+from hlsdecrypt.verification import CHECKS, Check, Report, verify
 
 SCHEMA = json.loads(resources.files("hlsdecrypt").joinpath("verify-report.schema.json").read_text())
 LIVE = FIXTURES / "live_rotation"
@@ -131,6 +131,11 @@ def test_several_streams_make_one_json_document(broken):
     write_json(long, out)
     assert json.loads(out.getvalue()) == json.loads(json.dumps(long.as_json()))
     assert out.getvalue().count('\n    {"label": ') == 3000
+    # playlist text that encodes to the timeline's stand-in (a KeyID from "%22%00timeline%00") stays text
+    odd = replace(reports[0], checks=[Check("key-reuse", "fail", "x", ['KeyID x"\0timeline\0', "\0timeline\0"])])
+    out = io.StringIO()
+    write_json(odd, out)
+    assert json.loads(out.getvalue()) == json.loads(json.dumps(odd.as_json()))
 
 
 def test_junit_has_one_suite_per_stream_with_class_names_that_carry_it(tmp_path, broken):
