@@ -351,6 +351,9 @@ def test_fetches_ahead_ask_within_a_window_that_the_servers_latency_sizes():
         fetch(turn, latency=0.0002, transfer=0.003)
     bodies.done(8)
     assert _asks_now(bodies, 10) and not _asks_now(bodies, 11)
+    bodies.wait_to_ask(9)
+    bodies.fetched(9)  # read in pieces (chunked, gzip), never into a buffer: its answer cannot be timed
+    assert _asks_now(bodies, 14) and not _asks_now(bodies, 15)  # so as wide as the jobs, as before
 
 
 def test_a_slow_reader_has_fetches_ahead_ask_again_and_every_part_comes_in_order(run, fixtures, tmp_path,
