@@ -197,6 +197,9 @@ class _LineStamper:
         if line == "#":  # hidden (see _clean): nothing for the library to try its forty tag names on
             plain = self._plain.get(lineno)
             if plain is not None:  # the segment the library would have made of the EXTINF line and the next
+                if self._pending:  # an EXT-X-MAP just made: stamped first, as the EXTINF line would have
+                    self._state = state
+                    self.finish()
                 segment = {"duration": plain[0], "_line": lineno, "uri": plain[1], "_uri_line": lineno + 1}
                 if state["current_key"]:
                     segment["key"] = state["current_key"]
