@@ -239,9 +239,12 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
     """Refuse an output that cannot or must not be written, before any work; True for a device
     or FIFO, which is written in place.
 
-    ``segments``, files the run only reads, are compared with an output that exists only: a
-    missing segment has no bytes to lose and is never read, and a recording's 100,000 would each
-    cost a ``stat`` for nothing. Other ``inputs`` may be written later (a key cache): all count."""
+    ``segments``, files the run only reads, are compared by identity with an output that exists
+    only (a recording's 100,000 would each cost a ``stat`` for nothing); by name, each is, so
+    that a segment missing now is never replaced if it comes during the run. Other ``inputs``
+    may be written later (a key cache): all count. Nor may an input be one of the files made and
+    removed beside the output while it is written (``.NAME.…``)."""
+    segments = tuple(segments)
     folder = os.path.dirname(os.path.abspath(target)) or "."
     if not os.path.isdir(folder):
         raise OutputError(f"{target}: no such folder {folder}")
@@ -251,9 +254,16 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
         info = None
     except OSError as exc:
         raise OutputError(f"{target}: {exc.strerror}") from None
+    inputs = tuple(inputs)
     given = _input_at(target, info, inputs) or (info is not None and _input_at(target, info, segments))
     if given:
         raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
+    given = _named_like_output(target, (*inputs, *segments))
+    if given and real_path(given) == os.path.realpath(target):  # a segment missing now, say
+        raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
+    if given:
+        raise OutputError(f"{target}: an input of this run ({given}) is named like the files made beside the "
+                          "output while it is written; choose another output")
     if info is None:
         return False
     if stat.S_ISDIR(info.st_mode):
@@ -289,6 +299,30 @@ def _input_at(target: str, info: os.stat_result | None, inputs: Iterable[str]) -
         if info is not None and (found.st_dev, found.st_ino) == (info.st_dev, info.st_ino):
             return given
     return None
+
+
+def _named_like_output(target: str, paths: Iterable[str]) -> str | None:
+    """The first of ``paths`` that is, by its real path, the output or one of the files made and
+    removed beside it while it is written (``.NAME.….part``, ``.NAME.part.json``). Names are
+    compared first: a string test for each of a recording's 100,000 segments, and a real path
+    for the few named alike."""
+    real = os.path.realpath(target)
+    folder, name = os.path.split(real)
+    for given in paths:
+        base = given[given.rfind(os.sep) + 1:]
+        if not given or base != name and not _made_beside(base, name):
+            continue
+        with contextlib.suppress(ValueError):
+            path = real_path(given)
+            if path == real or os.path.dirname(path) == folder and _made_beside(os.path.basename(path), name):
+                return given
+    return None
+
+
+def _made_beside(base: str, name: str) -> bool:
+    """Whether ``base`` names a file that writing the output ``name`` makes or removes: its temporary
+    file, a crashed run's, or the journal of ``resume`` (see ``Output._open`` and ``_remove_stale``)."""
+    return base.startswith(f".{name}.") and base.endswith((".part", ".part.json", ".part.json.new"))
 
 
 def check_folder(path: str, option: str) -> None:

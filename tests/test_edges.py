@@ -85,6 +85,31 @@ def test_an_output_that_names_an_input_is_refused_and_the_input_kept(run, fixtur
     assert victim.read_bytes() == before
 
 
+def test_an_output_named_like_a_segment_missing_now_is_refused(run, fixtures, tmp_path):
+    """Segments are compared with a new output by name: one that comes during the run (a recorder
+    still writing the folder) must not be replaced by the output, --force or not."""
+    (fixtures / "clear/seg5.ts").unlink()
+    code, err = run("decrypt", fixtures / "clear/index.m3u8", "-o", fixtures / "clear/seg5.ts", "--skip-missing",
+                    "--force")
+    assert code == 7, err
+    assert "is an input of this run" in err
+    assert not (fixtures / "clear/seg5.ts").exists()
+
+
+def test_a_segment_named_like_the_outputs_temporary_file_is_refused_and_kept(run, fixtures, tmp_path):
+    """``--resume`` writes ``.NAME.part`` beside the output, and a run removes such files that
+    crashed runs left: a segment of that name would be deleted, and the output read in its place."""
+    folder = fixtures / "clear"
+    (folder / "seg5.ts").rename(folder / ".out.ts.part")
+    playlist = folder / "index.m3u8"
+    playlist.write_text(playlist.read_text().replace("\nseg5.ts", "\n.out.ts.part"))
+    before = (folder / ".out.ts.part").read_bytes()
+    code, err = run("decrypt", playlist, "-o", folder / "out.ts", "--resume")
+    assert code == 7, err
+    assert "named like the files made beside the output" in err
+    assert (folder / ".out.ts.part").read_bytes() == before and not (folder / "out.ts").exists()
+
+
 def test_an_output_named_like_a_key_cache_still_to_be_made_is_refused(run, fixtures, tmp_path):
     """Existing inputs are told apart by file identity; the key cache may not exist yet, and is
     then compared by its path, through a link to the output's folder too."""
