@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os.path
 import re
 from dataclasses import dataclass
@@ -506,11 +507,14 @@ def _media(data: dict, lines: list[str], uri: str, key_id_param: str | None, car
                 key=init_key, iv=_iv_for(init_key, sequence),
             ))
         seg_uri = resolve(uri, segment["uri"], seg_line, carry_query=carry_query)
+        duration = float(segment.get("duration") or 0.0)
+        if not math.isfinite(duration):  # "nan" and "inf" parse as floats, which no JSON report may carry
+            raise InputError(f"{uri}: line {segment.get('_line', 0)}: EXTINF duration {duration} is not a time")
         byterange = segment.get("byterange")
         parts.append(Part(  # in order, not by name: a day-long recording makes 100,000
             seg_uri, seg_line, sequence,
             byterange if byterange is None else _byterange(byterange, seg_uri, range_ends, uri, seg_line),
-            key, iv, float(segment.get("duration") or 0.0),
+            key, iv, duration,
             bool(segment.get("discontinuity")), bool(segment.get("gap_tag")),
         ))
         sequence += 1

@@ -227,7 +227,7 @@ def test_the_quick_path_of_resolve_agrees_with_urllib(ref, base):
 
 _LINES = st.sampled_from([
     "#EXTINF:2.000,", "#EXTINF:2", "#EXTINF:4.5,title, with a comma", '#EXTINF:-1 tvg-id="x",Ch 1', "#EXTINF:,",
-    "#EXTINF:abc,", "#EXTINF", "#EXTINF:1e400,", "#EXTINF: 3 ,", "  #EXTINF:3,\t",
+    "#EXTINF:abc,", "#EXTINF", "#EXTINF:1e400,", "#EXTINF:nan,", "#EXTINF: 3 ,", "  #EXTINF:3,\t",
     "seg0.ts", "seg1.ts?app=live", "sub/seg2.ts", "../up.ts", "https://cdn.example/s3.ts", "  seg4.ts  ", "\tseg0.ts",
     "data:,x", "#EXT-X-I-FRAMES-ONLY",
     '#EXT-X-KEY:METHOD=AES-128,URI="k1.key"', '#EXT-X-KEY:METHOD=AES-128,URI="https://kms/get?key_id=ab12",IV=0x1F',
