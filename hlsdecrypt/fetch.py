@@ -92,8 +92,8 @@ class Bodies:
     more as it takes for their answers' latency to pass while one body is read, 1 + latency /
     transfer (the latency the least of the last eight: waits of our own for the interpreter
     only add to it), at least 2 and at most ``asking``. At the wire's speed on loopback that is
-    2: six bodies coming side by side took 8 % longer than one after another, their threads
-    taking the cores from the decryption. Under 50 ms of latency it is all ``asking``.
+    2, where more bodies side by side would only take the cores from the decryption, and a near
+    server has two requests open, not six; under 50 ms of latency it is all ``asking``.
     """
 
     ROUND = 64 << 10

@@ -42,9 +42,9 @@ class Output:
 
     Nothing is destroyed that the user did not name as the output: an existing file is replaced
     only with ``force``; a device or FIFO (``/dev/null``, a pipe a player reads) is written in
-    place, never replaced; and an output that is one of the run's ``inputs`` or ``segments`` is refused. The
-    temporary file is locked while a run writes it, which tells a crashed run's leftovers (removed)
-    from another run's work in progress (refused).
+    place, never replaced; and an output that is one of the run's ``inputs`` or ``segments`` is
+    refused (see ``check_target``). The temporary file is locked while a run writes it, which
+    tells a crashed run's leftovers (removed) from another run's work in progress (refused).
     """
 
     def __init__(self, target: str | BinaryIO, plan: str, *, resume: bool = False, force: bool = False,
@@ -239,11 +239,11 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
     """Refuse an output that cannot or must not be written, before any work; True for a device
     or FIFO, which is written in place.
 
-    ``segments``, files the run only reads, are compared by identity with an output that exists
-    only (a recording's 100,000 would each cost a ``stat`` for nothing); by name, each is, so
-    that a segment missing now is never replaced if it comes during the run. Other ``inputs``
-    may be written later (a key cache): all count. Nor may an input be one of the files made and
-    removed beside the output while it is written (``.NAME.…``)."""
+    ``segments``, files the run only reads, are compared with the output by name always, so that
+    one missing now is never replaced if it comes during the run, and by file identity only when
+    the output exists (a recording's 100,000 would each cost a ``stat`` for nothing). Other
+    ``inputs``, which may be written later (a key cache), are compared both ways always. No
+    input may be one of the files made and removed beside the output while it is written either."""
     segments = tuple(segments)
     folder = os.path.dirname(os.path.abspath(target)) or "."
     if not os.path.isdir(folder):
