@@ -244,25 +244,25 @@ def check_target(target: str, *, force: bool = False, inputs: Iterable[str] = ()
     the output exists (a recording's 100,000 would each cost a ``stat`` for nothing). Other
     ``inputs``, which may be written later (a key cache), are compared both ways always. No
     input may be one of the files made and removed beside the output while it is written either."""
-    segments = tuple(segments)
-    folder = os.path.dirname(os.path.abspath(target)) or "."
+    segments, inputs = tuple(segments), tuple(inputs)
+    written = os.path.abspath(target)  # what Output writes, ".." taken as text: checked as it is written
+    folder = os.path.dirname(written)
     if not os.path.isdir(folder):
         raise OutputError(f"{target}: no such folder {folder}")
     try:
-        info: os.stat_result | None = os.stat(target)
+        info: os.stat_result | None = os.stat(written)
     except FileNotFoundError:
         info = None
     except OSError as exc:
         raise OutputError(f"{target}: {exc.strerror}") from None
-    inputs = tuple(inputs)
-    given = _input_at(target, info, inputs) or (info is not None and _input_at(target, info, segments))
+    given = _input_at(written, info, inputs) or (info is not None and _input_at(written, info, segments))
     if given:
         raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
-    given = _named_like_output(target, (*inputs, *segments))
-    if given and real_path(given) == os.path.realpath(target):  # a segment missing now, say
-        raise OutputError(f"{target}: is an input of this run ({given}); choose another output")
-    if given:
-        raise OutputError(f"{target}: an input of this run ({given}) is named like the files made beside the "
+    named = _named_like_output(written, (*inputs, *segments))
+    if named and named[1]:  # a segment missing now, say
+        raise OutputError(f"{target}: is an input of this run ({named[0]}); choose another output")
+    if named:
+        raise OutputError(f"{target}: an input of this run ({named[0]}) is named like the files made beside the "
                           "output while it is written; choose another output")
     if info is None:
         return False
@@ -301,21 +301,30 @@ def _input_at(target: str, info: os.stat_result | None, inputs: Iterable[str]) -
     return None
 
 
-def _named_like_output(target: str, paths: Iterable[str]) -> str | None:
-    """The first of ``paths`` that is, by its real path, the output or one of the files made and
-    removed beside it while it is written (``.NAME.….part``, ``.NAME.part.json``). Names are
-    compared first: a string test for each of a recording's 100,000 segments, and a real path
-    for the few named alike."""
-    real = os.path.realpath(target)
-    folder, name = os.path.split(real)
+def _named_like_output(written: str, paths: Iterable[str]) -> tuple[str, bool] | None:
+    """The first of ``paths`` that names, in the folder the output is ``written`` in, the output
+    itself (True) or one of the files made and removed beside it while it is written (False).
+    Names are compared first, a string test for each of a recording's 100,000 segments; then
+    folders, by identity, once each (as the fetcher finds them: ``sub/..`` through a link too)."""
+    folder, name = os.path.split(written)
+    try:
+        here = os.stat(folder)
+    except OSError:
+        return None
+    beside: dict[str, bool] = {}  # a folder as written -> whether it is the output's
     for given in paths:
         base = given[given.rfind(os.sep) + 1:]
-        if not given or base != name and not _made_beside(base, name):
+        if not base or base != name and not _made_beside(base, name):
             continue
-        with contextlib.suppress(ValueError):
-            path = real_path(given)
-            if path == real or os.path.dirname(path) == folder and _made_beside(os.path.basename(path), name):
-                return given
+        where = given[:len(given) - len(base)] or os.curdir
+        if where not in beside:
+            try:
+                there = os.stat(where)
+                beside[where] = (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
+            except (OSError, ValueError):
+                beside[where] = False
+        if beside[where]:
+            return given, base == name
     return None
 
 

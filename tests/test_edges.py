@@ -110,6 +110,33 @@ def test_a_segment_named_like_the_outputs_temporary_file_is_refused_and_kept(run
     assert (folder / ".out.ts.part").read_bytes() == before and not (folder / "out.ts").exists()
 
 
+def test_an_output_that_is_a_link_still_keeps_a_segment_named_like_its_temporary_file(run, fixtures, tmp_path):
+    """The temporary file is named after the output as given (a link's own name), not after what
+    the link points to: the check must use the same name."""
+    folder = fixtures / "clear"
+    (folder / "seg5.ts").rename(folder / ".out.ts.x.part")
+    playlist = folder / "index.m3u8"
+    playlist.write_text(playlist.read_text().replace("\nseg5.ts", "\n.out.ts.x.part"))
+    (folder / "out.ts").symlink_to("nowhere.ts")
+    before = (folder / ".out.ts.x.part").read_bytes()
+    code, err = run("decrypt", playlist, "-o", folder / "out.ts", "--force")
+    assert code == 7, err
+    assert (folder / ".out.ts.x.part").read_bytes() == before
+
+
+def test_an_output_through_a_link_and_dot_dot_is_checked_where_it_is_written(run, fixtures, tmp_path):
+    """``link/../seg0.ts`` is written as the text says (beside ``link``), where the kernel would
+    look behind the link: the check must look where the file is written, and refuse the segment."""
+    folder = fixtures / "clear"
+    (tmp_path / "other/sub").mkdir(parents=True)
+    (folder / "link").symlink_to(tmp_path / "other/sub")
+    before = (folder / "seg0.ts").read_bytes()
+    code, err = run("decrypt", folder / "index.m3u8", "-o", f"{folder}/link/../seg0.ts", "--force")
+    assert code == 7, err
+    assert "is an input of this run" in err
+    assert (folder / "seg0.ts").read_bytes() == before
+
+
 def test_an_output_named_like_a_key_cache_still_to_be_made_is_refused(run, fixtures, tmp_path):
     """Existing inputs are told apart by file identity; the key cache may not exist yet, and is
     then compared by its path, through a link to the output's folder too."""
