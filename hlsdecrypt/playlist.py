@@ -218,7 +218,10 @@ class _LineStamper:
             self._pending.append(("current_segment_map", lineno))
             state["_key_at_map"] = state.get("current_key")
         elif line.startswith(("#EXTINF", "#EXT-X-BYTERANGE")):
-            state.setdefault("segment", {}).setdefault("_line", lineno)
+            segment = state.setdefault("segment", {})
+            segment.setdefault("_line", lineno)
+            if line.startswith("#EXTINF"):
+                segment["_extinf"] = lineno  # for an error about the duration
         return False
 
     def _key_in_force(self, line: str, lineno: int) -> dict:
@@ -509,7 +512,8 @@ def _media(data: dict, lines: list[str], uri: str, key_id_param: str | None, car
         seg_uri = resolve(uri, segment["uri"], seg_line, carry_query=carry_query)
         duration = float(segment.get("duration") or 0.0)
         if not math.isfinite(duration):  # "nan" and "inf" parse as floats, which no JSON report may carry
-            raise InputError(f"{uri}: line {segment.get('_line', 0)}: EXTINF duration {duration} is not a time")
+            line = segment.get("_extinf", segment.get("_line", 0))  # a plain segment's first line is its EXTINF
+            raise InputError(f"{uri}: line {line}: EXTINF duration {duration} is not a time")
         byterange = segment.get("byterange")
         parts.append(Part(  # in order, not by name: a day-long recording makes 100,000
             seg_uri, seg_line, sequence,

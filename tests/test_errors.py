@@ -92,8 +92,8 @@ def test_bad_iv_names_its_line(fail, fixtures):
 def test_a_duration_that_is_no_time_names_its_line(fail, fixtures, duration):
     """Python reads these as floats, and no JSON report could carry them."""
     playlist = fixtures / "explicit_iv/index.m3u8"
-    _edit(playlist, "#EXTINF:1.000000,\nseg1.ts", f"#EXTINF:{duration},\nseg1.ts")
-    assert f"line 8: EXTINF duration {float(duration)} is not a time" in fail(3, playlist)
+    _edit(playlist, "#EXTINF:1.000000,\nseg1.ts", f"#EXT-X-BYTERANGE:16@0\n#EXTINF:{duration},\nseg1.ts")
+    assert f"line 9: EXTINF duration {float(duration)} is not a time" in fail(3, playlist)  # not its first tag's
 
 
 def test_byterange_without_offset_at_start_names_its_line(fail, fixtures):
