@@ -113,7 +113,7 @@ def target_duration(text: str, playlist: MediaPlaylist) -> float:
     """EXT-X-TARGETDURATION (a decimal one is read as it is), else the longest segment."""
     match = _TARGET.search(text)
     value = float(match.group(1)) if match else 0.0
-    if value <= 0:
+    if not 0 < value < float("inf"):  # 400 nines read as inf, which no reload may wait and no report carry
         value = max((p.duration for p in playlist.segments), default=0.0) or DEFAULT_TARGET
     return max(value, MIN_RELOAD)
 

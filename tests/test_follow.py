@@ -336,6 +336,8 @@ def test_target_duration_and_program_dates_are_read_from_the_text():
     dates = program_dates(text, playlist)
     assert [dates[s] - dates[5] for s in (5, 6, 7)] == [0.0, 2.0, 4.0]  # carried on by durations
     assert target_duration(text.replace("#EXT-X-TARGETDURATION:2", ""), playlist) == 2.0  # the longest segment
+    # 400 nines read as inf: no reload may wait that long, and no JSON report may carry it
+    assert target_duration(text.replace("TARGETDURATION:2", "TARGETDURATION:" + "9" * 400), playlist) == 2.0
 
 
 @pytest.mark.parametrize("text, seconds", [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("1.5", 1.5)])
