@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import DecryptError
 
@@ -127,6 +127,29 @@ class CbcDecryptor:
 def decrypt_cbc(data: Buffer, key: DataKey, iv: bytes, out: memoryview | None = None) -> memoryview:
     """Decrypt a whole AES-128-CBC message and strip its padding (see CbcDecryptor)."""
     return CbcDecryptor(key, iv, len(data)).update(data, out)
+
+
+def decrypt_short(key: DataKey, messages: Sequence[tuple[Buffer, bytes]]) -> list[bytes | DecryptError]:
+    """Whole short AES-128-CBC messages (``SMALL`` bytes at most, each with its IV) under one key,
+    with one call into the library for all: its fixed cost is most of a short message's, and ECB,
+    the first step of CBC, keeps no state from block to block. The clear bytes of each message in
+    turn, padding stripped, or the DecryptError that message alone gets (the caller says which part)."""
+    if any(not 0 < len(data) <= SMALL or len(data) % BLOCK for data, _ in messages):
+        raise ValueError(f"short messages are positive multiples of 16 bytes, up to {SMALL}")
+    blocks = memoryview(key.ecb().decrypt(b"".join(data for data, _ in messages)))
+    clear: list[bytes | DecryptError] = []
+    at = 0
+    for data, iv in messages:
+        size = len(data)
+        shifted = int.from_bytes(iv + data[:-BLOCK], "big")  # the block before each: the IV, then ciphertext
+        message = (int.from_bytes(blocks[at:at + size], "big") ^ shifted).to_bytes(size, "big")
+        at += size
+        pad_len = message[-1]
+        if 1 <= pad_len <= BLOCK and message[-pad_len:] == bytes([pad_len]) * pad_len:
+            clear.append(message[:-pad_len])
+        else:
+            clear.append(DecryptError("bad PKCS#7 padding (wrong key?)"))
+    return clear
 
 
 def encrypt_cbc(data: bytes, key: DataKey, iv: bytes) -> bytes:

@@ -20,17 +20,17 @@ from concurrent.futures import wait as wait_for
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
-from typing import BinaryIO, Callable, ContextManager, Iterable
+from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
-from .crypto import DataKey, decrypt_cbc
+from .crypto import SMALL, DataKey, decrypt_cbc, decrypt_short
 from .errors import DecryptError, FetchError, HlsDecryptError, KeyUnavailable, UsageError, plural
 from .fetch import Buffer, Fetcher
 from .live import (DISCONTINUITY, INTERRUPTED, KEY_PATIENCE, STALL_TARGETS, FollowLoop, Reload, Runner, Sequencer,
                      live_jobs, open_live, patient_keys, program_dates, segments_named, watched_for)
 from .keys import KeyChain, key_chain
 from .media import looks_clear, structure_problem
-from .pipeline import default_jobs, load_media_playlist, load_rendition, load_stream, ordered_map
+from .pipeline import RUN, default_jobs, load_media_playlist, load_rendition, load_stream, ordered_map
 from .playlist import KeyRef, MediaPlaylist, Part
 from .uris import is_url
 
@@ -269,16 +269,50 @@ def _observe_all(playlist: MediaPlaylist, keys: KeyChain, fetcher: Fetcher, ref_
             return exc
 
     previous: Part | None = None
-    for part, raw in zip(fetched, ordered_map(fetch, fetched, jobs or default_jobs(playlist))):
+    bodies = zip(fetched, ordered_map(fetch, fetched, jobs or default_jobs(playlist)))
+    for part, raw, clear in _short_ones_decrypted(bodies, keys):
         if isinstance(raw, FetchError):
             seen.fault(seen.unfetched, part, raw.message)
             _compare(part, None, ref_file, seen)
         else:
-            _compare(part, _observe(part, raw, previous, keys, seen), ref_file, seen)
+            _compare(part, _observe(part, raw, previous, keys, seen, clear), ref_file, seen)
         previous = part
     if ref_file and seen.reference_done and seen.reference_diff is None and ref_file.read(1):
         seen.reference_diff = "the reference goes on after the stream ends"
     return seen
+
+
+def _short_ones_decrypted(bodies: Iterable[tuple[Part, Buffer | FetchError]], keys: KeyChain,
+                          ) -> Iterator[tuple[Part, Buffer | FetchError, bytes | DecryptError | None]]:
+    """Each part with its body and, for a short one, its clear bytes: decrypted with the short parts
+    beside it under the same key, ``RUN`` at most, in one call into the cipher (``decrypt_short``).
+    None for the others, and where the key is missing: ``_observe`` then sees to them alone."""
+    run: list[tuple[Part, Buffer]] = []
+    for part, raw in bodies:
+        short = part.key is not None and not isinstance(raw, FetchError) and 0 < len(raw) <= SMALL and not len(raw) % 16
+        if run and (not short or part.key is not run[0][0].key or len(run) == RUN):
+            yield from _decrypted_run(run, keys)
+            run = []
+        if short:
+            run.append((part, raw))  # type: ignore[arg-type]  # short: not a FetchError
+        else:
+            yield part, raw, None
+    if run:
+        yield from _decrypted_run(run, keys)
+
+
+def _decrypted_run(run: list[tuple[Part, Buffer]], keys: KeyChain,
+                   ) -> Iterator[tuple[Part, Buffer, bytes | DecryptError | None]]:
+    ref = run[0][0].key
+    assert ref is not None
+    try:
+        key = keys.get(ref)
+    except KeyUnavailable:
+        clears: list[bytes | DecryptError | None] = [None] * len(run)
+    else:
+        clears = list(decrypt_short(key, [(raw, part.iv) for part, raw in run]))  # type: ignore[misc]  # keyed: an IV
+    for (part, raw), clear in zip(run, clears):
+        yield part, raw, clear
 
 
 def _timeline(playlist: MediaPlaylist, seen: _Observed) -> tuple[PartOutcome, ...]:
@@ -309,8 +343,10 @@ def _open_reference(path: str | None) -> BinaryIO | None:
         raise UsageError(f"reference {path}: {exc.strerror}", option="reference") from None
 
 
-def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, seen: _Observed) -> Buffer | None:
-    """Record what one part shows; return its clear bytes, or None when they cannot be had."""
+def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, seen: _Observed,
+             clear_ahead: bytes | DecryptError | None = None) -> Buffer | None:
+    """Record what one part shows; return its clear bytes, or None when they cannot be had.
+    ``clear_ahead``: what decrypting it gave already (``_short_ones_decrypted``)."""
     if part.cipher is None:
         seen.clear.append(part)
         if previous is not None and previous.key is not None:
@@ -331,10 +367,14 @@ def _observe(part: Part, raw: Buffer, previous: Part | None, keys: KeyChain, see
         return None
     # by identity: a data: key is named by its line, and the same one may be written on several
     seen.key_values[key].setdefault(ref.identity, ref.name)
-    try:
-        clear = decrypt_cbc(raw, key, iv)
-    except DecryptError as exc:
-        seen.fault(seen.decrypt_failures, part, str(exc))
+    clear: Buffer | DecryptError | None = clear_ahead
+    if clear is None:
+        try:
+            clear = decrypt_cbc(raw, key, iv)
+        except DecryptError as exc:
+            clear = exc
+    if isinstance(clear, DecryptError):
+        seen.fault(seen.decrypt_failures, part, str(clear))
         return None
     problem = structure_problem(clear)
     if problem:

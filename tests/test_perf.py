@@ -156,6 +156,106 @@ def test_a_failed_resumable_run_journals_every_part_it_wrote(run, fixtures, tmp_
     assert journal["bytes"] == sum((FIXTURES / f"clear/seg{i}.ts").stat().st_size for i in range(4))
 
 
+# -- short parts, read and decrypted a run at a time ----------------------------------------
+
+def _packet(n: int) -> bytes:
+    return bytes([0x47, 0x01, 0x00, 0x10 | (n & 0x0F)]) + n.to_bytes(8, "big") * 23
+
+
+def _encrypted(clear: bytes, key: bytes, sequence: int) -> bytes:
+    from Crypto.Cipher import AES
+    from Crypto.Util.Padding import pad
+
+    return AES.new(key, AES.MODE_CBC, iv=sequence.to_bytes(16, "big")).encrypt(pad(clear, 16))
+
+
+def short_stream(folder: Path, segments: int = 150) -> dict[int, bytes]:
+    """``segments`` one-packet segments with implicit IVs (each its own ciphertext): keys change at
+    10 and 75, segments 20 and 21 are long (16 packets), 40-42 are clear (METHOD=NONE) and 50 is a
+    gap. Returns each written segment's clear bytes, by number."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = {0: b"k" * 16, 10: b"l" * 16, 75: b"m" * 16}
+    lines, clear = ["#EXTM3U", "#EXT-X-TARGETDURATION:2", "#EXT-X-MEDIA-SEQUENCE:0"], {}
+    key = b""
+    for n in range(segments):
+        if n in keys or n == 43:
+            key = keys.get(n, key)
+            (folder / f"{key[:1].decode()}.key").write_bytes(key)
+            lines.append(f'#EXT-X-KEY:METHOD=AES-128,URI="{key[:1].decode()}.key"')
+        if n == 40:
+            lines.append("#EXT-X-KEY:METHOD=NONE")
+        if n == 50:
+            lines.append("#EXT-X-GAP")
+        lines += ["#EXTINF:2,", f"seg{n}.ts"]
+        if n == 50:
+            continue
+        clear[n] = b"".join(_packet(n * 100 + i) for i in range(16 if n in (20, 21) else 1))
+        (folder / f"seg{n}.ts").write_bytes(clear[n] if 40 <= n <= 42 else _encrypted(clear[n], key, n))
+    (folder / "index.m3u8").write_text("\n".join([*lines, "#EXT-X-ENDLIST", ""]))
+    return clear
+
+
+def test_short_parts_decrypt_byte_for_byte_across_runs_keys_gaps_and_long_parts(run, tmp_path):
+    clear = short_stream(tmp_path / "rec")
+    code, err = run("decrypt", tmp_path / "rec/index.m3u8", "-o", tmp_path / "out.ts")
+    assert code == 0, err
+    assert (tmp_path / "out.ts").read_bytes() == b"".join(clear.values())
+
+
+@pytest.mark.parametrize("spoil", ["wrong key", "not media"])
+def test_a_bad_short_part_fails_at_its_own_turn_after_the_parts_before_it(run, tmp_path, spoil):
+    clear = short_stream(tmp_path / "rec")
+    bad = 7 if spoil == "wrong key" else 90  # inside the first run of short parts, and a later one
+    key = b"q" * 16 if spoil == "wrong key" else (b"m" if bad >= 75 else b"k") * 16
+    body = b"\x00" * 188 if spoil == "not media" else clear[bad]
+    (tmp_path / f"rec/seg{bad}.ts").write_bytes(_encrypted(body, key, bad))
+    out = tmp_path / "out.ts"
+    code, err = run("decrypt", tmp_path / "rec/index.m3u8", "-o", out, "--resume")
+    assert code == 5
+    line = (tmp_path / "rec/index.m3u8").read_text().splitlines().index(f"seg{bad}.ts") + 1
+    assert f"segment {bad} (line {line})" in err.strip().splitlines()[-1]
+    assert ("padding" if spoil == "wrong key" else "MPEG-TS") in err
+    before = [n for n in clear if n < bad]
+    assert json.loads((tmp_path / ".out.ts.part.json").read_text())["parts"] == len(before) + (bad > 50)  # + the gap
+    assert (tmp_path / ".out.ts.part").read_bytes() == b"".join(clear[n] for n in before)
+
+
+def test_a_missing_short_part_is_skipped_in_its_place(run, tmp_path):
+    clear = short_stream(tmp_path / "rec")
+    (tmp_path / "rec/seg5.ts").unlink()
+    del clear[5]
+    code, err = run("decrypt", tmp_path / "rec/index.m3u8", "-o", tmp_path / "out.ts", "--skip-missing")
+    assert code != 0 and "segment 5 (line" in err
+    assert (tmp_path / "out.ts").read_bytes() == b"".join(clear.values())
+
+
+def test_verify_judges_each_short_part_alone_though_they_are_decrypted_together(run, tmp_path):
+    clear = short_stream(tmp_path / "rec")
+    (tmp_path / "rec/seg7.ts").write_bytes(_encrypted(clear[7], b"q" * 16, 7))  # a wrong key
+    (tmp_path / "rec/seg90.ts").write_bytes(_encrypted(b"\x00" * 188, b"m" * 16, 90))  # not media
+    (tmp_path / "rec/seg5.ts").unlink()
+    (tmp_path / "rec/l.key").unlink()  # segments 10-39 and 43-74
+    report = tmp_path / "report.json"
+    code, err = run("verify", tmp_path / "rec/index.m3u8", "--json", report, "-q")
+    assert code == 6, err
+    timeline = json.loads(report.read_text())["timeline"]
+    failed = {p["sequence"]: p["problem"] for p in timeline if p["status"] == "failed"}
+    no_key = {*range(10, 40), *range(43, 75)} - {50}
+    assert set(failed) == {5, 7, 90} | no_key
+    assert "padding" in failed[7] and "MPEG-TS" in failed[90] and all("no key" in failed[n] for n in no_key)
+    assert {p["status"] for p in timeline if p["sequence"] not in failed} == {"ok", "clear"}
+
+
+def test_verify_of_short_parts_matches_the_clear_reference(run, tmp_path):
+    clear = short_stream(tmp_path / "rec")
+    (tmp_path / "clear.ts").write_bytes(b"".join(clear.values()))
+    report = tmp_path / "report.json"
+    code, err = run("verify", tmp_path / "rec/index.m3u8", "--reference", tmp_path / "clear.ts", "--json", report, "-q")
+    checks = {c["name"]: c["status"] for c in json.loads(report.read_text())["checks"]}
+    assert checks["reference"] == checks["decryption"] == "pass"
+    assert code == 6 and checks["coverage"] == "fail"  # its clear segments, 40-42
+
+
 # -- the pieces ----------------------------------------------------------------------------
 
 def test_a_playlists_segments_and_keys_are_computed_once():
