@@ -256,6 +256,22 @@ def test_verify_of_short_parts_matches_the_clear_reference(run, tmp_path):
     assert code == 6 and checks["coverage"] == "fail"  # its clear segments, 40-42
 
 
+def test_only_the_first_files_are_sized_before_a_run(tmp_path, monkeypatch):
+    """One lstat per file is a tenth of a 100,000-segment run: past SIZED_AHEAD files, the progress
+    line estimates; byte ranges and gaps cost nothing and are always known."""
+    from hlsdecrypt import pipeline
+    from hlsdecrypt.fetch import Fetcher
+
+    short_stream(tmp_path / "rec", segments=60)
+    fetcher = Fetcher()
+    playlist = pipeline.load_stream(str(tmp_path / "rec/index.m3u8"), fetcher).playlist
+    monkeypatch.setattr(pipeline, "SIZED_AHEAD", 45)
+    sizes = pipeline.expected_sizes(playlist.parts, fetcher)
+    on_disk = [os.path.getsize(p.uri) if not p.gap else 0 for p in playlist.parts]
+    assert sizes[:45] == on_disk[:45] and sizes[20] == 16 * 188 + 16  # a long one, with a block of padding
+    assert sizes[45:] == [None] * 5 + [0] + [None] * 9  # segment 50 is a gap
+
+
 # -- the pieces ----------------------------------------------------------------------------
 
 def test_a_playlists_segments_and_keys_are_computed_once():
