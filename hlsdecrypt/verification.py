@@ -98,12 +98,14 @@ class Report:
         write_table(self, out)
         return out.getvalue()
 
-    def as_json(self) -> dict:
-        """The documented report (schema ``hlsdecrypt.verify/1``, see the README)."""
+    def as_json(self, *, timeline: object = None) -> dict:
+        """The documented report (schema ``hlsdecrypt.verify/1``, see the README). ``timeline``, when
+        given, stands where the parts would be (a writer's slot for them)."""
         return {"schema": "hlsdecrypt.verify/1", "result": FAIL if self.failed else PASS, "source": self.source,
                 "playlist": self.playlist, "variant": self.variant, "segments": self.segments,
                 "parts": self.parts, "keys": self.keys, "checks": [asdict(c) for c in self.checks],
-                "expect_rotation": self.expect_rotation, "timeline": [_flat(p) for p in self.timeline],
+                "expect_rotation": self.expect_rotation,
+                "timeline": [_flat(p) for p in self.timeline] if timeline is None else timeline,
                 **({"expect_rotation_seconds": self.expect_rotation_seconds}
                    if self.expect_rotation_seconds is not None else {}),
                 **({"follow": self.follow} if self.follow is not None else {})}

@@ -18,14 +18,16 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import FIXTURES
 
 from hlsdecrypt.cli import main
 from hlsdecrypt.html_report import CLEAR_COLOUR, FAILED_COLOUR, IV_REUSE_COLOUR, KEY_COLOURS, render_html, write_html
 from hlsdecrypt.keys import KeyChain, KeyFile
-from hlsdecrypt.report import json_document, stream_name, write_json, write_junit
-from hlsdecrypt.verification import CHECKS, Check, Report, verify
+from hlsdecrypt.report import json_document, json_line, stream_name, write_json, write_junit
+from hlsdecrypt.verification import CHECKS, Check, PartOutcome, Report, _flat, verify
 
 SCHEMA = json.loads(resources.files("hlsdecrypt").joinpath("verify-report.schema.json").read_text())
 LIVE = FIXTURES / "live_rotation"
@@ -138,6 +140,16 @@ def test_several_streams_make_one_json_document(broken):
         out = io.StringIO()
         write_json(report, out)
         assert json.loads(out.getvalue()) == json.loads(json.dumps(report.as_json()))
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+
+
+@given(st.builds(PartOutcome, _TEXT, st.none() | st.integers(), _TEXT, st.floats() | st.integers(0, 10**20), st.booleans(),
+                 st.none() | _TEXT, st.none() | st.integers(0, 5000), st.sampled_from(["ok", "failed", "clear"]),
+                 st.booleans(), st.none() | _TEXT))
+def test_a_timeline_line_is_what_the_json_encoder_makes_of_the_part(part):
+    assert json_line(part) == json.dumps(_flat(part))
 
 
 def test_junit_has_one_suite_per_stream_with_class_names_that_carry_it(tmp_path, broken):
