@@ -6,13 +6,14 @@ each part came from, so that later errors can name it.
 
 Playlists in the wild carry tags that decryption never reads and that the library cannot
 always parse (a decimal TARGETDURATION, a date that is not one, IPTV attributes in EXTINF,
-low-latency parts). ``_clean`` hides those from the library line for line, so that line
-numbers stay exact, and notes under ``-v`` the ones it could not have parsed.
+low-latency parts). ``_clean`` hides those from the library, and notes under ``-v`` the ones it
+could not have parsed.
 
 Nearly every segment of a recording is an EXTINF line and its URI, nothing else; the library
 spends ~10 µs on each (its forty tag tests, a dict of state), a day-long recording's 100,000
-segments a second. ``_clean`` hides such plain segments from it too, and ``_LineStamper`` adds
-them where the library would have, as the library would have made them: a test holds the two
+segments a second. ``_clean`` leaves such plain segments out of what it sees, and
+``_LineStamper`` adds them where the library would have, as the library would have made them,
+and gives the library's line numbers back their places in the playlist: a test holds the two
 ways to the same plan, playlist for playlist.
 """
 
@@ -187,29 +188,23 @@ class _LineStamper:
     one to use whatever their order.
     """
 
-    def __init__(self, plain: dict[int, tuple[float, str]] | None = None) -> None:
+    def __init__(self, plain: list[tuple[int, float, str]] | None = None, lines: list[int] | None = None) -> None:
         self.last_line = 0
-        self._plain = plain or {}  # EXTINF line -> duration and URI of a plain segment (see _clean)
+        self._plain = plain or []  # (EXTINF line, duration, URI) of each plain segment, in order (see _clean)
+        self._made = 0  # plain segments made so far
+        self._lines = lines  # the playlist's line number of each line the library sees, when they differ
+        self._data: dict = {}
         self._state: dict = {}
         self._pending: list[tuple[str, int]] = []
         self._keys: dict[str, dict] = {}  # KEYFORMAT -> the EXT-X-KEY in force for it
 
     def __call__(self, line: str, lineno: int, data: dict, state: dict) -> bool:
         if line == "#":  # hidden (see _clean): nothing for the library to try its forty tag names on
-            plain = self._plain.get(lineno)
-            if plain is not None:  # the segment the library would have made of the EXTINF line and the next
-                if self._pending:  # an EXT-X-MAP just made: stamped first, as the EXTINF line would have
-                    self._state = state
-                    self.finish()
-                segment = {"duration": plain[0], "_line": lineno, "uri": plain[1], "_uri_line": lineno + 1}
-                if state["current_key"]:
-                    segment["key"] = state["current_key"]
-                if state["current_segment_map"]:
-                    segment["init_section"] = state["current_segment_map"]
-                data["segments"].append(segment)
             return True
-        self._state = state
-        self.finish()
+        if self._lines is not None:
+            lineno = self._lines[lineno - 1]
+        self._data, self._state = data, state
+        self.finish(before=lineno)
         self.last_line = lineno
         if line.partition(":")[0] == "#EXT-X-KEY":
             state["current_key"] = self._key_in_force(line, lineno)
@@ -234,7 +229,10 @@ class _LineStamper:
         self._keys[key.get("keyformat") or "identity"] = key
         return self._keys.get("identity", key)  # without an identity key, this one (to be refused)
 
-    def finish(self) -> None:
+    def finish(self, before: float = math.inf) -> None:
+        """Stamp what the last tag made, then make the plain segments before line ``before``, where
+        the library would have: each line between is one it passes over, or a URI it ends a
+        segment of its own with (whose tags came after these segments)."""
         state = self._state
         for slot, lineno in self._pending:
             if state.get(slot) is not None:
@@ -242,6 +240,20 @@ class _LineStamper:
                 if slot == "current_segment_map":
                     state[slot]["_key"] = state.pop("_key_at_map", None)
         self._pending.clear()
+        plain, made = self._plain, self._made
+        if made == len(plain) or plain[made][0] > before:
+            return
+        segments, key, init = self._data["segments"], state.get("current_key"), state.get("current_segment_map")
+        while made < len(plain) and plain[made][0] < before:
+            lineno, duration, uri = plain[made]
+            segment = {"duration": duration, "_line": lineno, "uri": uri, "_uri_line": lineno + 1}
+            if key:
+                segment["key"] = key
+            if init:
+                segment["init_section"] = init
+            segments.append(segment)
+            made += 1
+        self._made = made
 
 
 _ATTRIBUTE = re.compile(r'([A-Za-z0-9-]+)=("[^"]*"|[^,]*)')
@@ -272,9 +284,9 @@ def parse(text: str, uri: str, *, key_id_param: str | None = None, append_url_pa
         raise InputError(f"{uri}: line {first}: not an M3U8 playlist (no #EXTM3U)")
     import m3u8  # type: ignore[import-untyped]  # here, not at the top: importing it costs more than parsing
 
-    plain: dict[int, tuple[float, str]] = {}
-    cleaned = _clean(lines, uri, plain if plain_segments else None)
-    stamper = _LineStamper(plain)
+    plain: list[tuple[int, float, str]] = []
+    cleaned, seen = _clean(lines, uri, plain if plain_segments else None)
+    stamper = _LineStamper(plain, seen if plain else None)
     try:
         data = m3u8.parse("\n".join(cleaned), custom_tags_parser=stamper)
     except Exception as exc:  # the library raises bare ValueErrors on malformed tags
@@ -305,38 +317,41 @@ _LEADING_NUMBER = re.compile(r"\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))")
 _FOR_NEXT_SEGMENT = frozenset({"#EXTINF", "#EXT-X-BYTERANGE", "#EXT-X-DISCONTINUITY", "#EXT-X-GAP"})
 
 
-def _clean(lines: list[str], uri: str, plain: dict[int, tuple[float, str]] | None = None) -> list[str]:
-    """The lines for the library, one for one: tags decryption does not need become bare ``#``, EXTINF
-    and EXT-X-STREAM-INF lose what the library cannot parse. Blank lines before ``#EXTM3U``
-    become comments, since the library would strip them and count its lines from there.
+def _clean(lines: list[str], uri: str,
+           plain: list[tuple[int, float, str]] | None = None) -> tuple[list[str], list[int]]:
+    """The lines for the library, and the playlist's line number of each: tags decryption does not
+    need become bare ``#``, EXTINF and EXT-X-STREAM-INF lose what the library cannot parse. Blank
+    lines before ``#EXTM3U`` become comments, since the library would strip them and count its
+    lines from there.
 
     With ``plain`` given, plain segments (an EXTINF line right before its URI, and no other tag of
-    theirs) become two bare ``#`` too, and are put in ``plain`` by their EXTINF line."""
+    theirs) are left out, and put in ``plain`` with their EXTINF line, in order."""
     cleaned: list[str] = []
+    numbers: list[int] = []
     parts_after = 0  # the first EXT-X-PART line since the last URI: parts of a segment still being made
     started = False
     kept_for_next = plain is None  # whether the library holds a tag for the next segment (or makes them all)
     expecting = False  # whether the library waits for a URI (after EXTINF or BYTERANGE), which takes those tags
+    hidden_uri = 0  # the line of a plain segment's URI, left out with its EXTINF
     for n, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
             cleaned.append("" if started else "#")
+            numbers.append(n)
             continue
         started = True
         if not line.startswith("#"):
             parts_after = 0
-            if plain is not None:
-                if n - 1 in plain:
-                    cleaned.append("#")
-                    continue
-                if expecting:  # else the library passes over it, and keeps what it holds
-                    expecting = kept_for_next = False
+            if n == hidden_uri:
+                continue
+            if expecting and plain is not None:  # else the library passes over it, and keeps what it holds
+                expecting = kept_for_next = False
         tag = line.partition(":")[0] if line.startswith("#EXT") else ""
         if tag == "#EXTINF":
             line = _extinf(line, n, uri)
             if not kept_for_next and (segment := _plain_segment(line, lines, n)):
-                plain[n] = segment  # type: ignore[index]  # kept_for_next is True without plain
-                cleaned.append("#")
+                plain.append((n, *segment))  # type: ignore[union-attr]  # kept_for_next is True without plain
+                hidden_uri = n + 1
                 continue
         elif tag == "#EXT-X-STREAM-INF":
             line = _stream_inf(line, n, uri)
@@ -353,9 +368,10 @@ def _clean(lines: list[str], uri: str, plain: dict[int, tuple[float, str]] | Non
             kept_for_next = True
             expecting = expecting or tag in ("#EXTINF", "#EXT-X-BYTERANGE")
         cleaned.append(line)
+        numbers.append(n)
     if parts_after:
         log.debug("%s: line %d: leaving out the parts of a segment still being made (EXT-X-PART)", uri, parts_after)
-    return cleaned
+    return cleaned, numbers
 
 
 def _plain_segment(extinf: str, lines: list[str], n: int) -> tuple[float, str] | None:
