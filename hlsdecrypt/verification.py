@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
-from functools import partial
+from functools import cached_property, partial
 from typing import BinaryIO, Callable, ContextManager, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
@@ -243,7 +243,7 @@ def _verify_playlist(source: str, playlist: MediaPlaylist, variant: str | None, 
     case = _Case(playlist, seen, strict, expect_rotation, reference, expect_rotation_seconds)
     checks = [_check(name, *judge(case)) for name, judge in CHECKS]
     return Report(source, playlist.uri, variant, len(playlist.segments), len(playlist.parts), len(playlist.keys),
-                  checks, _timeline(playlist, seen), expect_rotation,
+                  checks, _timeline(playlist, seen, case.iv_uses), expect_rotation,
                   expect_rotation_seconds=expect_rotation_seconds, label=label)
 
 
@@ -317,10 +317,11 @@ def _decrypted_run(run: list[tuple[Part, Buffer]], keys: KeyChain,
         yield part, raw, clear
 
 
-def _timeline(playlist: MediaPlaylist, seen: _Observed) -> tuple[PartOutcome, ...]:
+def _timeline(playlist: MediaPlaylist, seen: _Observed,
+              iv_uses: dict[tuple[str, bytes], list[Part]]) -> tuple[PartOutcome, ...]:
     # each key's name and place once, not per part: a long recording has 100,000 parts and 3,000 keys
     keys = {ref.identity: (ref.name, n) for n, ref in enumerate(playlist.keys)}
-    reused = {id(p) for parts in _iv_uses(playlist).values() if len(parts) > 1 for p in parts}
+    reused = {id(p) for parts in iv_uses.values() if len(parts) > 1 for p in parts}
     outcomes = []
     for part in playlist.parts:
         problem = seen.problems.get(id(part))
@@ -411,6 +412,11 @@ class _Case:
     reference: str | None
     expect_rotation_seconds: float | None = None
     live: LiveWatch | None = None  # verify_live: what watching the channel showed
+
+    @cached_property
+    def iv_uses(self) -> dict[tuple[str, bytes], list[Part]]:
+        """The encrypted parts under each (key identity, IV) pair: a check and the timeline both ask."""
+        return _iv_uses(self.playlist)
 
 
 Verdict = tuple  # (status, summary, evidence)
@@ -583,14 +589,13 @@ def _iv_uses(playlist: MediaPlaylist) -> dict[tuple[str, bytes], list[Part]]:
     """The encrypted parts under each (key identity, IV) pair."""
     uses: dict[tuple[str, bytes], list[Part]] = defaultdict(list)
     for part in playlist.parts:
-        if part.cipher and not part.gap:
-            ref, iv = part.cipher
-            uses[(ref.identity, iv)].append(part)
+        if part.key is not None and part.iv is not None and not part.gap:  # part.cipher, without its tuple
+            uses[(part.key.identity, part.iv)].append(part)
     return uses
 
 
 def _iv_reuse(c: _Case) -> Verdict:
-    uses = _iv_uses(c.playlist)
+    uses = c.iv_uses
     names = {p.key.identity: p.key.name for p in c.playlist.parts if p.key and p.cipher}
     reused = [f"IV 0x{iv.hex()} under {names[identity]}: {len(parts)} parts, first {parts[0].label}"
               for (identity, iv), parts in uses.items() if len(parts) > 1]
@@ -739,8 +744,8 @@ def verify_live(source: str, duration: float, *, keys: KeyChain | None = None, f
     case = _Case(playlist, observer.seen, strict, None, None, expect_rotation_seconds, watch)
     checks = [_check(name, *judge(case)) for name, judge in CHECKS + LIVE_CHECKS]
     return Report(source, live.uri, chosen.uri if chosen else None, len(playlist.segments), len(playlist.parts),
-                  len(playlist.keys), checks, _timeline(playlist, observer.seen), None, expect_rotation_seconds,
-                  watch.as_json())
+                  len(playlist.keys), checks, _timeline(playlist, observer.seen, case.iv_uses), None,
+                  expect_rotation_seconds, watch.as_json())
 
 
 def _fetch_for_check(part: Part, *, keys: KeyChain, fetcher: Fetcher) -> Buffer | FetchError | None:
