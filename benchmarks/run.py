@@ -222,6 +222,8 @@ def startup_rows(runs: int, out_dir: Path, python: str = sys.executable, env: di
         "`python3 -c pass` (the floor)": [python, "-c", "pass"],
         "`hlsdecrypt --version`": [*run, "--version"],
         "`hlsdecrypt --help`": [*run, "--help"],
+        "importing m3u8 and pycryptodome's AES alone (fixed dependencies)":
+            [python, "-c", "import m3u8; from Crypto.Cipher import AES"],
         "`hlsdecrypt decrypt` of the shipped fixture (README quick start)":
             [*run, "decrypt", str(live / "index.m3u8"), "--keys", str(live / "keys.json"), "-o", str(out),
              "--force"],
