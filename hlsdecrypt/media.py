@@ -41,9 +41,11 @@ def start_problem(clear: Buffer) -> str | None:
 def _ts_problem(head: bytes) -> str | None:
     if len(head) > TS_PACKET and head[TS_PACKET] != TS_SYNC:
         return "no MPEG-TS sync byte at offset 188 (wrong key?)"
+    if len(head) < TS_PACKET:  # less than a packet: nothing more to look at
+        return None
     payload_unit_start = head[1] & 0x40
     payload_only = (head[3] >> 4) & 0x3 == 1
-    if len(head) < TS_PACKET or not (payload_unit_start and payload_only) or head[4] != 0:
+    if not (payload_unit_start and payload_only) or head[4] != 0:
         return None
     if not head[6] & 0x80:  # no section syntax, so no CRC to check
         return None

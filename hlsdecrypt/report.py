@@ -53,7 +53,9 @@ def json_document(reports: Report | Sequence[Report], *, timeline: object = None
 
 
 def write_json(reports: Report | Sequence[Report], target: Target) -> None:
-    listed = [reports] if isinstance(reports, Report) else list(reports)
+    if not isinstance(reports, Report):
+        reports = list(reports)  # read twice: for the document, and for the timelines written in it
+    listed = [reports] if isinstance(reports, Report) else reports
     write_rendered(target, lambda out: _write_document(reports, [r.timeline for r in listed], out))
 
 
@@ -108,9 +110,13 @@ def _text(value: str | None) -> str:
 
 
 def _number(value: float | None) -> str:
+    """As the encoder writes a number: ``int.__repr__`` or ``float.__repr__``, and NaN and the
+    infinities by their JavaScript names."""
     if value is None:
         return "null"
-    return repr(value) if math.isfinite(value) else json.dumps(value)
+    if isinstance(value, float):
+        return float.__repr__(value) if math.isfinite(value) else json.dumps(value)
+    return int.__repr__(value)
 
 
 def write_junit(reports: Report | Sequence[Report], target: Target) -> None:
