@@ -166,9 +166,14 @@ class KeyChain:
     def prefetch(self, parts: Iterable[Part]) -> None:
         """Start resolving the keys of ``parts`` in order of first use."""
         users: dict[str, tuple[KeyRef, list[Part]]] = {}
-        for part in parts:
-            if part.key:
-                users.setdefault(part.key.identity, (part.key, []))[1].append(part)
+        last: KeyRef | None = None
+        for part in parts:  # a recording's parts come in runs under one key: looked up once a run
+            key = part.key
+            if key is None:
+                continue
+            if key is not last:
+                last, users_of_key = key, (users.get(key.identity) or users.setdefault(key.identity, (key, [])))[1]
+            users_of_key.append(part)
         self._wanted = tuple(users)
         for ref, group in users.values():
             self._future(ref, group)
