@@ -114,7 +114,9 @@ class Bodies:
         self._next = 0
         self._closed = False
         self._cuts: dict[int, Callable[[], None]] = {}  # turn -> cuts the request reading into its buffer
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)  # buffers and room
+        self._asking: dict[int, threading.Condition] = {}  # turn -> what it waits on to ask, outside the window
 
     @property
     def allocated(self) -> int:
@@ -131,9 +133,20 @@ class Bodies:
             while turn >= self._next + self._window:
                 if self._closed:
                     raise Abandoned("the reader has stopped")
-                self._cond.wait(0.1)  # woken by done() and fetched(); the timeout lets a stop through
+                waiting = self._asking.get(turn) or self._asking.setdefault(turn, threading.Condition(self._lock))
+                waiting.wait(0.1)  # woken once the window reaches it (_let_ask); the timeout lets a stop through
                 stop.check()
+            self._asking.pop(turn, None)
             self._times.setdefault(turn, [self._clock()])
+
+    def _let_ask(self) -> None:
+        """Wake the turns the window reaches now, and only them (all, once closed): waking every
+        fetch that waits at each change took the interpreter from those at work, and six jobs
+        read 6% slower than one at the wire's speed."""
+        reach = self._next + self._window
+        for turn, waiting in self._asking.items():
+            if turn < reach or self._closed:
+                waiting.notify()
 
     def fetched(self, turn: int) -> None:
         """``turn``'s body has all come: how long it waited for its answer, and read, sizes the window.
@@ -145,14 +158,14 @@ class Bodies:
             times = self._times.pop(turn, None)
             if times is None or len(times) < 3:  # read in pieces (chunked, gzip): no answer to time,
                 self._window = self._most  # so as wide as before there was a window
-                self._cond.notify_all()
+                self._let_ask()
                 return
             self._latencies.append(times[1] - times[0])
             transfer = max(now - times[2], 1e-4)
             self._transfer += (0.25 if self._transfer else 1.0) * (transfer - self._transfer)
             self._latency = min(self._latencies)
             self._window = max(2, min(self._most, 1 + round(self._latency / self._transfer)))
-            self._cond.notify_all()
+            self._let_ask()
 
     def take(self, size: int, turn: int) -> memoryview:
         """A buffer of ``size`` bytes for ``turn``; a turn's earlier buffer (a failed try) comes back."""
@@ -192,6 +205,7 @@ class Bodies:
             self._times.pop(turn, None)
             self._next = turn + 1
             self._cond.notify_all()
+            self._let_ask()
 
     def close(self) -> None:
         """The reader has stopped: fetches waiting for a buffer give up (``Abandoned``), and those
@@ -200,6 +214,7 @@ class Bodies:
             self._closed = True
             cuts, self._cuts = list(self._cuts.values()), {}
             self._cond.notify_all()
+            self._let_ask()
         for cut in cuts:
             cut()
 
