@@ -130,13 +130,15 @@ class Bodies:
     def wait_to_ask(self, turn: int) -> None:
         """Until ``turn`` is within the window of the awaited turn (see the class docstring)."""
         with self._cond:
-            while turn >= self._next + self._window:
-                if self._closed:
-                    raise Abandoned("the reader has stopped")
-                waiting = self._asking.get(turn) or self._asking.setdefault(turn, threading.Condition(self._lock))
-                waiting.wait(0.1)  # woken once the window reaches it (_let_ask); the timeout lets a stop through
-                stop.check()
-            self._asking.pop(turn, None)
+            try:
+                while turn >= self._next + self._window:
+                    if self._closed:
+                        raise Abandoned("the reader has stopped")
+                    waiting = self._asking.get(turn) or self._asking.setdefault(turn, threading.Condition(self._lock))
+                    waiting.wait(0.1)  # woken once the window reaches it (_let_ask); the timeout lets a stop through
+                    stop.check()
+            finally:
+                self._asking.pop(turn, None)
             self._times.setdefault(turn, [self._clock()])
 
     def _let_ask(self) -> None:
@@ -146,7 +148,7 @@ class Bodies:
         reach = self._next + self._window
         for turn, waiting in self._asking.items():
             if turn < reach or self._closed:
-                waiting.notify()
+                waiting.notify_all()
 
     def fetched(self, turn: int) -> None:
         """``turn``'s body has all come: how long it waited for its answer, and read, sizes the window.
