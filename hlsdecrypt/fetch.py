@@ -116,7 +116,7 @@ class Bodies:
         self._cuts: dict[int, Callable[[], None]] = {}  # turn -> cuts the request reading into its buffer
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # buffers and room
-        self._asking: dict[int, threading.Condition] = {}  # turn -> what it waits on to ask, outside the window
+        self._asking: dict[threading.Condition, int] = {}  # what a fetch outside the window waits on -> its turn
 
     @property
     def allocated(self) -> int:
@@ -130,15 +130,17 @@ class Bodies:
     def wait_to_ask(self, turn: int) -> None:
         """Until ``turn`` is within the window of the awaited turn (see the class docstring)."""
         with self._cond:
-            try:
-                while turn >= self._next + self._window:
-                    if self._closed:
-                        raise Abandoned("the reader has stopped")
-                    waiting = self._asking.get(turn) or self._asking.setdefault(turn, threading.Condition(self._lock))
-                    waiting.wait(0.1)  # woken once the window reaches it (_let_ask); the timeout lets a stop through
-                    stop.check()
-            finally:
-                self._asking.pop(turn, None)
+            if turn >= self._next + self._window:
+                waiting = threading.Condition(self._lock)
+                self._asking[waiting] = turn
+                try:
+                    while turn >= self._next + self._window:
+                        if self._closed:
+                            raise Abandoned("the reader has stopped")
+                        waiting.wait(0.1)  # woken by _let_ask; the timeout lets a stop through
+                        stop.check()
+                finally:
+                    del self._asking[waiting]
             self._times.setdefault(turn, [self._clock()])
 
     def _let_ask(self) -> None:
@@ -146,9 +148,9 @@ class Bodies:
         fetch that waits at each change took the interpreter from those at work, and six jobs
         read 6% slower than one at the wire's speed."""
         reach = self._next + self._window
-        for turn, waiting in self._asking.items():
+        for waiting, turn in self._asking.items():
             if turn < reach or self._closed:
-                waiting.notify_all()
+                waiting.notify()
 
     def fetched(self, turn: int) -> None:
         """``turn``'s body has all come: how long it waited for its answer, and read, sizes the window.
