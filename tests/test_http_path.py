@@ -362,30 +362,6 @@ def test_fetches_ahead_ask_within_a_window_that_the_servers_latency_sizes():
     assert _asks(bodies, 14) and _waits(bodies, 15)  # so as wide as the jobs, as before
 
 
-def test_turns_waiting_to_ask_give_up_when_the_reader_stops():
-    """Each turn outside the window waits on its own (the window wakes just the turns it reaches):
-    closing must still reach every one of them."""
-    bodies = Bodies(1 << 30, asking=6)
-    ended: list[BaseException] = []
-
-    def ask(turn: int) -> None:
-        try:
-            bodies.wait_to_ask(turn)
-        except BaseException as exc:  # what the fetch thread would see
-            ended.append(exc)
-
-    waiting = [threading.Thread(target=ask, args=(turn,), daemon=True) for turn in (3, 4, 7)]
-    for thread in waiting:
-        thread.start()
-    waiting[0].join(0.3)
-    assert all(thread.is_alive() for thread in waiting)  # outside the window of turns 0 and 1
-    bodies.close()
-    for thread in waiting:
-        thread.join(10)
-    assert not any(t.is_alive() for t in waiting) and len(ended) == 3
-    assert all(isinstance(exc, Abandoned) for exc in ended)
-
-
 def test_a_slow_reader_has_fetches_ahead_ask_again_and_every_part_comes_in_order(run, fixtures, tmp_path,
                                                                                    monkeypatch, small_chunks):
     monkeypatch.setattr(pipeline, "FETCHED_AHEAD", 1)

@@ -15,7 +15,6 @@ chunked and gzip bodies (the window widened in ``fetched``), and no room ahead (
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
 import types
@@ -130,10 +129,13 @@ def test_fetches_with_no_room_ahead_are_woken_as_buffers_come_back(run, tmp_path
     assert timed_out == []
 
 
-def _waiting_to_ask(bodies: Bodies, turn: int) -> threading.Thread:
+def _waiting_to_ask(bodies: Bodies, turn: int, abandoned: list[int] | None = None) -> threading.Thread:
     def ask() -> None:
-        with contextlib.suppress(Abandoned):  # closed: what a fetch thread would see
+        try:
             bodies.wait_to_ask(turn)
+        except Abandoned:  # closed: what a fetch thread would see
+            if abandoned is not None:
+                abandoned.append(turn)
 
     asking = threading.Thread(target=ask, daemon=True)
     asking.start()
@@ -145,7 +147,8 @@ def _waiting_to_ask(bodies: Bodies, turn: int) -> threading.Thread:
 @pytest.mark.parametrize("change", ["done", "fetched in pieces", "close"])
 def test_each_change_that_lets_a_turn_ask_wakes_it(timed_out, change):
     bodies = Bodies(1 << 30, asking=6)  # window 2: turns 0 and 1 ask at once
-    asking = [_waiting_to_ask(bodies, turn) for turn in (2, 3, 5)]
+    abandoned: list[int] = []
+    asking = [_waiting_to_ask(bodies, turn, abandoned) for turn in (2, 3, 5)]
     if change == "done":
         bodies.done(0)  # reaches turn 2 only
         asking[0].join(STRETCHED / 2)
@@ -164,3 +167,4 @@ def test_each_change_that_lets_a_turn_ask_wakes_it(timed_out, change):
         thread.join(STRETCHED / 2)
     assert not any(thread.is_alive() for thread in asking)
     assert timed_out == []
+    assert sorted(abandoned) == {"done": [5], "fetched in pieces": [], "close": [2, 3, 5]}[change]
